@@ -1,0 +1,107 @@
+"""The shared dispatch layer: input validation and the backend choice rules (SPEC.md sections 2 and 3)."""
+
+import re
+
+import pytest
+import torch
+
+import lslu_kernels as lk
+from lslu_kernels import _backends
+
+
+def _lslu_args(shape=(2, 4, 3), stages=2, channels=4):
+    return torch.randn(shape), torch.ones(stages, channels), torch.zeros(stages, channels)
+
+
+@pytest.mark.parametrize("backend", lk.available_backends())
+@pytest.mark.parametrize(
+    "change, error, pattern",
+    [
+        (lambda x, th, om: (x.to(torch.int32), th, om), TypeError, r"x must be float16.*torch\.int32"),
+        (lambda x, th, om: (x.bool(), th, om), TypeError, r"x must be float.*torch\.bool"),
+        (lambda x, th, om: (x.tolist(), th, om), TypeError, r"x must be a torch\.Tensor, got list"),
+        (lambda x, th, om: (x[0, 0, 0], th, om), ValueError, r"0-d tensor"),
+        (lambda x, th, om: (x, th.long(), om), TypeError, r"theta must be float.*torch\.int64"),
+        (lambda x, th, om: (x, th[:, :3], om[:, :3]), ValueError, r"theta must have shape \(\.\.\., C\) with C = 4"),
+        (lambda x, th, om: (x, th[0], om[0]), ValueError, r"theta must have shape.*got \(4,\)"),
+        (lambda x, th, om: (x, th, om[:1]), ValueError, r"theta and omega must have the same shape"),
+        (lambda x, th, om: (x, th, om[:, :1]), ValueError, r"all per-channel or all shared"),
+        (lambda x, th, om: (x, th[:0], om[:0]), ValueError, r"at least one stage"),
+        (lambda x, th, om: (x, th.to("meta"), om), ValueError, r"theta is on meta but x is on cpu"),
+    ],
+    ids=["int_x", "bool_x", "list_x", "scalar_x", "int_theta", "wrong_C", "theta_1d", "S_mismatch",
+         "shared_mixed", "no_stages", "devices_differ"],
+)
+def test_bad_input_is_named(backend, change, error, pattern):
+    x, theta, omega = change(*_lslu_args())
+    with pytest.raises(error, match=pattern):
+        lk.lslu(x, theta, omega, backend=backend)
+
+
+@pytest.mark.parametrize("channel_dim", [3, -4, 1.0, None])
+def test_channel_dim_out_of_range(channel_dim):
+    x, theta, omega = _lslu_args()
+    with pytest.raises(IndexError, match=re.escape(f"channel_dim={channel_dim!r} is out of range")):
+        lk.lslu(x, theta, omega, channel_dim=channel_dim)
+
+
+def test_unknown_backend_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown backend 'tensorrt'; known backends: cuda, triton, cpu, reference"):
+        lk.lslu(*_lslu_args(), backend="tensorrt")
+
+
+def test_unavailable_backend_says_why_and_what_is_available():
+    missing = [b for b in _backends.backends().values() if not b.available]
+    if not missing:
+        pytest.skip("every backend is available here")
+    with pytest.raises(RuntimeError, match=rf"'{missing[0].name}' is not available: .*Available: .*reference"):
+        lk.lslu(*_lslu_args(), backend=missing[0].name)
+
+
+def test_backend_that_does_not_serve_the_device():
+    x, theta, omega = (t.to("meta") for t in _lslu_args())
+    for name in lk.available_backends():
+        if name != "reference":
+            with pytest.raises(RuntimeError, match=rf"'{name}' does not serve meta tensors\. Available: "):
+                lk.lslu(x, theta, omega, backend=name)
+
+
+def test_default_is_the_fastest_backend_serving_the_device(monkeypatch):
+    monkeypatch.delenv(_backends.ENV_VAR, raising=False)
+    expected = next(b.name for b in _backends.backends().values()
+                    if b.available and (b.default_for is None or "cpu" in b.default_for))
+    assert _backends.resolve(None, torch.device("cpu"), "lslu") == expected
+    # The Triton interpreter serves CPU tensors for testing but is never a default.
+    assert expected != "triton"
+
+
+def test_environment_variable_overrides_the_default(monkeypatch):
+    x, theta, omega = _lslu_args()
+    for name in lk.available_backends():
+        monkeypatch.setenv(_backends.ENV_VAR, name)
+        assert _backends.resolve(None, x.device, "lslu") == name
+    monkeypatch.setenv(_backends.ENV_VAR, "nonsense")
+    with pytest.raises(ValueError, match=r"unknown \$LSLU_KERNELS_BACKEND 'nonsense'"):
+        lk.lslu(x, theta, omega)
+    # An explicit backend argument wins over the environment.
+    assert torch.equal(lk.lslu(x, theta, omega, backend="reference"), torch.relu(x))
+
+
+def test_available_backends_always_include_the_reference():
+    names = lk.available_backends()
+    assert names[-1] == "reference"
+    assert set(names) <= set(_backends.BACKEND_NAMES)
+
+
+@pytest.mark.parametrize("backend", lk.available_backends())
+def test_empty_input_gives_empty_output(backend):
+    for shape in [(0, 4, 3), (2, 4, 0)]:
+        x = torch.randn(shape, requires_grad=True)
+        theta = torch.ones(2, 4, requires_grad=True)
+        omega = torch.zeros(2, 4, requires_grad=True)
+        y = lk.lslu(x, theta, omega, backend=backend)
+        assert y.shape == x.shape and y.dtype == x.dtype
+        y.sum().backward()
+        assert x.grad.shape == x.shape
+        assert torch.equal(theta.grad, torch.zeros_like(theta)), "grad_theta of an empty input"
+        assert torch.equal(omega.grad, torch.zeros_like(omega)), "grad_omega of an empty input"

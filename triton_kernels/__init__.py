@@ -1,0 +1,1 @@
+"""Triton kernels, installed as ``lslu_kernels.triton_kernels``: one file per op."""
