@@ -177,7 +177,8 @@ def main(argv=None):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     min_time = args.min_time if args.min_time is not None else (0.2 if args.quick else 1.0)
     console = Console()
-    timed = providers(device)
+    if not console.is_terminal:  # a log or a pipe: wide enough for one line per row
+        console = Console(width=150)
     bandwidth = copy_bandwidth(device, min_time)
     meta = dict(device=device_name(device), torch=torch.__version__, triton=_triton_version(),
                 commit=git_commit(), timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -185,9 +186,13 @@ def main(argv=None):
     console.print(f"[bold]lslu-kernels benchmark[/] on {meta['device']}; torch {meta['torch']}, "
                   f"triton {meta['triton']}, commit {meta['commit']}; copy bandwidth {bandwidth:.1f} GB/s")
 
-    work = [(c, p, m) for c in cases(device, args.quick) for p in timed for m in MODES]
+    work = [(c, p, m) for c in cases(device, args.quick) for p in providers(device) for m in MODES]
     rows = []
+    timed_case = None
     for case, name, mode in track(work, description="timing", console=console, transient=True):
+        if case != timed_case:  # a fresh torch.compile per case: no recompilation limit is hit
+            torch._dynamo.reset()
+            timed, timed_case = providers(device), case
         median, q20, q80 = time_case(case, timed[name], mode, device, min_time)
         nbytes = PASSES[mode] * math.prod(case.shape) * torch.empty((), dtype=DTYPES[case.dtype]).element_size()
         gbps = nbytes / (median * 1e-3) / 1e9

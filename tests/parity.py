@@ -13,6 +13,17 @@ def ulp(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.exp2((exponent - 1).clamp(min=min_exponent).to(torch.float64) - mantissa_bits)
 
 
+def _same_non_finite(actual: torch.Tensor, expected: torch.Tensor, label: str):
+    """Assert NaN and infinities stand at the same places (infinities with the same sign);
+    return the finite values of both, in float64."""
+    a, e = actual.detach().cpu().to(torch.float64), expected.detach().cpu().to(torch.float64)
+    assert torch.equal(a.isnan(), e.isnan()), f"{label}: NaN at different places"
+    inf = e.isinf()
+    assert torch.equal(a.isinf(), inf) and torch.equal(a[inf], e[inf]), f"{label}: infinities differ"
+    finite = e.isfinite()
+    return a[finite], e[finite]
+
+
 def assert_elementwise(actual: torch.Tensor, expected: torch.Tensor, x_dtype: torch.dtype, label: str):
     """Outputs and grad_input: 1e-5 relative for float32/float64, one ULP for float16/bfloat16.
 
@@ -24,10 +35,7 @@ def assert_elementwise(actual: torch.Tensor, expected: torch.Tensor, x_dtype: to
     """
     assert actual.shape == expected.shape, f"{label}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     assert actual.dtype == x_dtype, f"{label}: dtype {actual.dtype}, expected {x_dtype}"
-    a, e = actual.detach().cpu().to(torch.float64), expected.detach().cpu().to(torch.float64)
-    nan_a, nan_e = a.isnan(), e.isnan()
-    assert torch.equal(nan_a, nan_e), f"{label}: NaN at different places"
-    a, e = a[~nan_e], e[~nan_e]
+    a, e = _same_non_finite(actual, expected, label)
     if e.numel() == 0:
         return
     scale = e.abs().max()
@@ -48,7 +56,7 @@ def assert_reduction(actual: torch.Tensor, expected: torch.Tensor, x_dtype: torc
     assert actual.shape == expected.shape, f"{label}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     assert actual.dtype == param_dtype, f"{label}: dtype {actual.dtype}, expected {param_dtype}"
     rtol = 1e-3 if x_dtype in _FORMATS else 1e-5
-    a, e = actual.detach().cpu().to(torch.float64), expected.detach().cpu().to(torch.float64)
+    a, e = _same_non_finite(actual, expected, label)
     err = torch.linalg.vector_norm(a - e).item()
     norm = torch.linalg.vector_norm(e).item()
     assert err <= rtol * norm, f"{label}: relative error {err / max(norm, 1e-300):.3g} > {rtol} (|expected| = {norm:.3g})"

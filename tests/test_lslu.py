@@ -135,13 +135,16 @@ def test_identity_at_init(kernel_backend):
     assert torch.equal(x.grad, torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0]], device=device)), f"grad_input {x.grad}"
 
 
-def test_nan_propagates(kernel_backend):
+@pytest.mark.parametrize("shared", [False, True], ids=["per_channel", "shared"])
+def test_nan_and_inf_propagate_as_in_the_reference(kernel_backend, shared):
+    """NaN and inf inputs give the reference's outputs and gradients (NaN where it has NaN)."""
     device = backend_device(kernel_backend)
-    x = torch.tensor([[float("nan"), 1.0, -1.0]], device=device)
-    theta, omega = make_params(2, 1, shared=True, device=device)
-    y = lk.lslu(x, theta, omega, backend=kernel_backend)
-    y_ref = reference.lslu(x, theta, omega)
-    assert_elementwise(y, y_ref, x.dtype, "output with NaN")
+    x = torch.tensor([[float("nan"), 1.0, -1.0, float("inf"), -float("inf"), 0.5]] * 3, dtype=torch.float64)
+    params = make_params(2, 6, shared=shared, dtype=torch.float64)
+    if not shared:  # a channel with only finite inputs: its gradients must stay finite
+        params[0][:, 5] = 1.0
+        params[1][:, 5] = 0.5
+    check_parity(x.to(device), [p.to(device) for p in params], 1, kernel_backend, "NaN and inf inputs")
 
 
 # Small shapes: gradcheck runs one backward per output element.

@@ -52,7 +52,9 @@ def _lslu_backward_kernel(X, DY, DX, THETA, OMEGA, DTHETA_PARTIAL, DOMEGA_PARTIA
         x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
         g = tl.load(DY + offsets, mask=mask, other=0.0).to(COMPUTE)
         # e = dL/dh_s, from s = S down to 0; masked lanes have g = 0 and add nothing.
-        e = tl.where(_series(x, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, S) > 0, g, 0.0)
+        # "h <= 0 gives 0" rather than "h > 0 passes": relu'(0) = 0 either way, and a
+        # NaN h passes the gradient on, as torch.relu's backward does.
+        e = tl.where(_series(x, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, S) <= 0, 0.0, g)
         for s in tl.static_range(S - 1, -1, -1):  # s: parameter row of stage s + 1
             h_prev = _series(x, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, s)
             dtheta_s = tl.sum(tl.sum(e * relu(h_prev), axis=2), axis=0)
@@ -60,7 +62,7 @@ def _lslu_backward_kernel(X, DY, DX, THETA, OMEGA, DTHETA_PARTIAL, DOMEGA_PARTIA
             dtheta += tl.where(stage[:, None] == s, dtheta_s[None, :], 0.0)
             domega += tl.where(stage[:, None] == s, domega_s[None, :], 0.0)
             theta = tl.load(THETA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
-            e = tl.where(h_prev > 0, e * theta[None, :, None], 0.0)
+            e = tl.where(h_prev <= 0, 0.0, e * theta[None, :, None])
         tl.store(DX + offsets, e.to(DX.dtype.element_ty), mask=mask)
     partial = program * S * C + stage[:, None] * C + c[None, :]
     partial_mask = (stage < S)[:, None] & c_mask[None, :]
