@@ -55,16 +55,25 @@ def _probe_triton() -> Backend:
     return Backend("triton", frozenset({"cuda"}), frozenset({"cuda"}))
 
 
-def _not_built(name: str) -> Backend:
-    return Backend(name, frozenset(), frozenset(), "not implemented yet")
+def _probe_extension(name: str) -> Backend:
+    """The ``cpu`` or ``cuda`` backend: its extension was built at install time (setup.py) or not."""
+    try:
+        importlib.import_module(f"lslu_kernels._C_{name}")
+    except ImportError as exc:
+        return Backend(name, frozenset(), frozenset(),
+                       f"extension lslu_kernels._C_{name} was not built at install time ({exc}); see setup.py "
+                       f"for what it needs ({'nvcc' if name == 'cuda' else 'a C++ compiler with OpenMP'})")
+    if name == "cuda" and not torch.cuda.is_available():
+        return Backend(name, frozenset(), frozenset(), "built, but torch sees no CUDA device")
+    return Backend(name, frozenset({name}), frozenset({name}))
 
 
 # Probed once, at import: torch.compile then traces backend resolution as plain
 # dict lookups (it refuses to trace the imports a lazy probe would run).
 _BACKENDS = {
-    "cuda": _not_built("cuda"),
+    "cuda": _probe_extension("cuda"),
     "triton": _probe_triton(),
-    "cpu": _not_built("cpu"),
+    "cpu": _probe_extension("cpu"),
     "reference": Backend("reference", None, None),
 }
 
@@ -115,7 +124,9 @@ def kernels(backend: str, op: str):
     """The ``(forward, backward)`` host functions of ``op`` in a kernel backend.
 
     Convention: backend ``triton`` keeps op ``foo`` in ``triton_kernels/foo.py``
-    as ``foo_forward`` and ``foo_backward``.
+    as ``foo_forward`` and ``foo_backward``; the C++ backends ``cpu`` and
+    ``cuda`` share theirs in ``lslu_kernels/cpp_kernels/foo.py``.
     """
-    module = importlib.import_module(f"lslu_kernels.{backend}_kernels.{op}")
+    package = "cpp_kernels" if backend in ("cpu", "cuda") else f"{backend}_kernels"
+    module = importlib.import_module(f"lslu_kernels.{package}.{op}")
     return getattr(module, f"{op}_forward"), getattr(module, f"{op}_backward")

@@ -50,3 +50,16 @@ def like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     if t.dtype == ref.dtype and t.stride() == ref.stride():
         return t
     return torch.empty_like(ref).copy_(t)
+
+
+def sum_partials(partial: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A parameter's gradient from a backward kernel's ``(programs, ..., C)`` partial sums.
+
+    Sums over programs (torch's sum over a leading axis: a fixed order, so the
+    result is the same from run to run), then over channels when the parameter
+    is shared (its last axis has size 1), and casts to the parameter's dtype.
+    """
+    total = partial.sum(0)
+    if param.shape[-1] == 1 and total.shape[-1] != 1:
+        total = total.sum(-1, keepdim=True)
+    return total.to(param.dtype)

@@ -39,6 +39,9 @@ LAYOUTS = [
     ("vector", (17,), 0, _contiguous),
     ("single_element", (1,), 0, _contiguous),
     ("one_channel", (7, 1), 1, _contiguous),
+    ("many_rows", (16, 33, 2, 3), 1, _contiguous),  # more rows than the cpu backend's 256 partials
+    ("channels_last_many_rows", (8, 5, 9, 7), 1, _channels_last),
+    ("long_rows", (1, 2, 3 * 2**14 + 5), 1, _contiguous),  # rows longer than the cpu backend's chunks
     ("strided", (2, 3, 5, 8), 1, _every_other_column),
     ("storage_offset", (4, 6, 5), 1, _storage_offset),
 ]
@@ -254,3 +257,33 @@ def test_module(kernel_backend):
     loaded.load_state_dict(module.state_dict())
     x = torch.randn(4, 5, device=device)
     assert torch.equal(loaded.to(device)(x), module(x))
+
+
+def test_cpu_result_does_not_depend_on_the_thread_count():
+    if "cpu" not in KERNEL_BACKENDS:
+        pytest.skip("cpu backend not built")
+    x = torch.randn(6, 37, 11, 13)
+    params = make_params(3, 37)
+    grad_output = torch.randn_like(x)
+    threads = torch.get_num_threads()
+    try:
+        for layout_x in (x, x.to(memory_format=torch.channels_last)):
+            results = []
+            for n in (1, 2, 3):
+                torch.set_num_threads(n)
+                results.append(forward_backward(layout_x, params, grad_output, backend="cpu"))
+            for n, (y, grads) in zip((2, 3), results[1:]):
+                assert torch.equal(y, results[0][0]), f"output with {n} threads differs from 1 thread"
+                for name, a, b in zip(("grad_input", "grad_theta", "grad_omega"), grads, results[0][1]):
+                    assert torch.equal(a, b), f"{name} with {n} threads differs from 1 thread"
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("backend", [b for b in ("cpu", "cuda") if b in KERNEL_BACKENDS])
+def test_cpp_backends_name_their_stage_limit(backend):
+    device = backend_device(backend)
+    x = torch.randn(2, 3, 4, device=device)
+    theta, omega = make_params(9, 3, device=device)
+    with pytest.raises(ValueError, match=r"serve 1 to 8 stages, got S = 9; the triton and reference"):
+        lk.lslu(x, theta, omega, backend=backend)

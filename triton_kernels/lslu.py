@@ -4,6 +4,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._layout import sum_partials
 from ..reference import compute_dtype
 from .common import reduction_programs, relu, tile_config, tile_offsets
 
@@ -103,8 +104,4 @@ def lslu_backward(grad_output, x, theta, omega, *, outer, C, inner):
         S=S, S_POW2=triton.next_power_of_2(S),
         COMPUTE=tl.float64 if partial_dtype == torch.float64 else tl.float32,
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"])
-    # Finishing reduction over programs (fixed order: deterministic), then over
-    # channels for shared (S, 1) parameters.
-    grad_theta = dtheta_partial.sum(0).sum(1, keepdim=True) if theta.shape[1] == 1 else dtheta_partial.sum(0)
-    grad_omega = domega_partial.sum(0).sum(1, keepdim=True) if omega.shape[1] == 1 else domega_partial.sum(0)
-    return grad_x, grad_theta.to(theta.dtype), grad_omega.to(omega.dtype)
+    return grad_x, sum_partials(dtheta_partial, theta), sum_partials(domega_partial, omega)

@@ -1,0 +1,105 @@
+// Python bindings of one C++ backend: compiled once into lslu_kernels._C_cpu and,
+// with LSLU_CUDA defined, once into lslu_kernels._C_cuda.
+//
+// Tensors cross as raw addresses (tensor.data_ptr()) with their sizes; the
+// Python side (lslu_kernels/cpp_kernels/) allocates and checks them.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "launch.h"
+#include "lslu.h"
+
+namespace py = pybind11;
+using namespace lslu_kernels;
+
+namespace {
+
+DType dtype_named(const std::string& name) {
+  if (name == "float16") return DType::Float16;
+  if (name == "bfloat16") return DType::BFloat16;
+  if (name == "float32") return DType::Float32;
+  if (name == "float64") return DType::Float64;
+  throw std::invalid_argument("lslu_kernels: unsupported dtype " + name);
+}
+
+const void* address(uintptr_t a) { return reinterpret_cast<const void*>(a); }
+void* mutable_address(uintptr_t a) { return reinterpret_cast<void*>(a); }
+
+LsluArgs lslu_args(const std::string& dtype, int64_t outer, int64_t channels, int64_t inner, int stages, bool shared,
+                   uintptr_t theta, uintptr_t omega) {
+  LsluArgs args{};
+  args.dtype = dtype_named(dtype);
+  args.outer = outer;
+  args.channels = channels;
+  args.inner = inner;
+  args.stages = stages;
+  args.shared = shared;
+  args.theta = address(theta);
+  args.omega = address(omega);
+  return args;
+}
+
+#if defined(LSLU_CUDA)
+// `launch` is the cudaStream_t to launch on.
+void forward(const LsluArgs& args, uintptr_t launch) { lslu_forward_cuda(args, mutable_address(launch)); }
+void backward(const LsluArgs& args, uintptr_t launch) { lslu_backward_cuda(args, mutable_address(launch)); }
+#else
+// `launch` is the number of threads.
+void forward(const LsluArgs& args, uintptr_t launch) { lslu_forward_cpu(args, int(launch)); }
+void backward(const LsluArgs& args, uintptr_t launch) { lslu_backward_cpu(args, int(launch)); }
+#endif
+
+}  // namespace
+
+#if defined(LSLU_CUDA)
+PYBIND11_MODULE(_C_cuda, m) {
+  m.doc() = "lslu-kernels: hand-written CUDA kernels (raw-pointer interface)";
+  m.def("lslu_backward_partials", &lslu_backward_partials_cuda, py::arg("outer"), py::arg("channels"),
+        py::arg("inner"), py::arg("multiprocessors"));
+#else
+PYBIND11_MODULE(_C_cpu, m) {
+  m.doc() = "lslu-kernels: hand-written C++ CPU kernels (raw-pointer interface)";
+  m.def(
+      "lslu_backward_partials",
+      [](int64_t outer, int64_t channels, int64_t inner, int /*multiprocessors*/) {
+        return lslu_backward_partials_cpu(outer, channels, inner);
+      },
+      py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("multiprocessors"));
+#endif
+  m.def(
+      "lslu_forward",
+      [](uintptr_t x, uintptr_t y, uintptr_t theta, uintptr_t omega, const std::string& dtype, int64_t outer,
+         int64_t channels, int64_t inner, int stages, bool shared, uintptr_t launch) {
+        LsluArgs args = lslu_args(dtype, outer, channels, inner, stages, shared, theta, omega);
+        args.x = address(x);
+        args.y = mutable_address(y);
+        py::gil_scoped_release no_gil;
+        forward(args, launch);
+      },
+      py::arg("x"), py::arg("y"), py::arg("theta"), py::arg("omega"), py::kw_only(), py::arg("dtype"),
+      py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("stages"), py::arg("shared"),
+      py::arg("launch"));
+  m.def(
+      "lslu_backward",
+      [](uintptr_t grad_output, uintptr_t x, uintptr_t grad_input, uintptr_t theta, uintptr_t omega,
+         uintptr_t dtheta_partial, uintptr_t domega_partial, const std::string& dtype, int64_t outer, int64_t channels,
+         int64_t inner, int stages, bool shared, int64_t partials, uintptr_t launch) {
+        LsluArgs args = lslu_args(dtype, outer, channels, inner, stages, shared, theta, omega);
+        args.grad_output = address(grad_output);
+        args.x = address(x);
+        args.grad_input = mutable_address(grad_input);
+        args.dtheta_partial = mutable_address(dtheta_partial);
+        args.domega_partial = mutable_address(domega_partial);
+        args.partials = partials;
+        py::gil_scoped_release no_gil;
+        backward(args, launch);
+      },
+      py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("theta"), py::arg("omega"),
+      py::arg("dtheta_partial"), py::arg("domega_partial"), py::kw_only(), py::arg("dtype"), py::arg("outer"),
+      py::arg("channels"), py::arg("inner"), py::arg("stages"), py::arg("shared"), py::arg("partials"),
+      py::arg("launch"));
+  m.attr("max_lslu_stages") = kLsluMaxStages;
+}

@@ -1,0 +1,204 @@
+// LSLU on CPU tensors: the per-element math of lslu.h in loops the compiler vectorizes,
+// spread over OpenMP threads.
+//
+// Determinism: the work is cut into `partials` fixed ranges that depend only on
+// the sizes; each range sums its parameter gradients in a fixed order into its
+// own row of the partial buffers, so the thread count and the scheduling change
+// nothing in the result.
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "../launch.h"
+#include "../dispatch.h"
+#include "../lslu.h"
+
+namespace lslu_kernels {
+namespace {
+
+// Elements of a row handled together: the lane loops below have this many
+// independent iterations, which the compiler turns into vector instructions.
+constexpr int64_t kLanes = 16;
+// At most this many partial rows (and fixed work ranges) per backward call.
+constexpr int64_t kMaxPartials = 256;
+// Long rows are cut into chunks of this many elements, so that few long rows
+// still spread over every thread.
+constexpr int64_t kChunk = 1 << 14;
+
+// Work items of a call: (row, chunk of the row) for rows of `inner` elements of
+// one channel, or whole rows of `channels` elements when inner == 1.
+inline int64_t chunks_per_row(int64_t inner) { return (inner + kChunk - 1) / kChunk; }
+inline int64_t work_items(int64_t outer, int64_t channels, int64_t inner) {
+  return inner > 1 ? outer * channels * chunks_per_row(inner) : outer;
+}
+
+// One channel's parameters (or the shared ones, at channel 0).
+template <int STAGES, typename acc_t>
+struct ChannelParams {
+  acc_t theta[STAGES], omega[STAGES];
+  ChannelParams(const acc_t* theta_all, const acc_t* omega_all, int64_t channels, int64_t c) {
+    for (int s = 0; s < STAGES; ++s) {
+      theta[s] = theta_all[s * channels + c];
+      omega[s] = omega_all[s * channels + c];
+    }
+  }
+};
+
+// The range [begin, end) of `n` items that the p-th of `parts` ranges covers.
+inline void range_of(int64_t p, int64_t parts, int64_t n, int64_t& begin, int64_t& end) {
+  begin = p * n / parts;
+  end = (p + 1) * n / parts;
+}
+
+template <int STAGES, typename scalar_t>
+void forward(const LsluArgs& a, int threads) {
+  using acc_t = acc_type<scalar_t>;
+  const auto* x = static_cast<const scalar_t*>(a.x);
+  auto* y = static_cast<scalar_t*>(a.y);
+  const auto* theta = static_cast<const acc_t*>(a.theta);
+  const auto* omega = static_cast<const acc_t*>(a.omega);
+  const int64_t param_channels = a.shared ? 1 : a.channels;
+  if (a.shared || a.inner > 1) {
+    // Rows of `inner` elements that share one channel (all elements when shared).
+    const int64_t rows = a.shared ? 1 : a.outer * a.channels;
+    const int64_t row_length = a.shared ? a.outer * a.channels * a.inner : a.inner;
+    const int64_t chunks = chunks_per_row(row_length);
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t item = 0; item < rows * chunks; ++item) {
+      const int64_t row = item / chunks;
+      const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, row_length);
+      const ChannelParams<STAGES, acc_t> p(theta, omega, param_channels, row % param_channels);
+      const scalar_t* xr = x + row * row_length;
+      scalar_t* yr = y + row * row_length;
+      for (int64_t i = begin; i < end; ++i) yr[i] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xr[i]), p.theta, p.omega));
+    }
+  } else {
+    // inner == 1: rows of `channels` elements, one per channel.
+    const int64_t C = a.channels;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t o = 0; o < a.outer; ++o) {
+      const scalar_t* xr = x + o * C;
+      scalar_t* yr = y + o * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const ChannelParams<STAGES, acc_t> p(theta, omega, C, c);
+        yr[c] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xr[c]), p.theta, p.omega));
+      }
+    }
+  }
+}
+
+// Backward over `n` consecutive elements of one channel; adds that channel's
+// parameter gradient sums to dtheta_sum / domega_sum (in a fixed order).
+template <int STAGES, typename scalar_t, typename acc_t>
+void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
+                  const ChannelParams<STAGES, acc_t> p, acc_t* dtheta_sum, acc_t* domega_sum, int64_t sum_stride) {
+  acc_t lane_dtheta[STAGES][kLanes] = {}, lane_domega[STAGES][kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      acc_t dtheta[STAGES], domega[STAGES];
+      dx[i + l] = from_acc<scalar_t>(
+          lslu_backward<STAGES>(to_acc(x[i + l]), to_acc(g[i + l]), p.theta, p.omega, dtheta, domega));
+      for (int s = 0; s < STAGES; ++s) {
+        lane_dtheta[s][l] += dtheta[s];
+        lane_domega[s][l] += domega[s];
+      }
+    }
+  }
+  for (int64_t l = 0; i < n; ++i, ++l) {  // the tail, one element per lane
+    acc_t dtheta[STAGES], domega[STAGES];
+    dx[i] = from_acc<scalar_t>(lslu_backward<STAGES>(to_acc(x[i]), to_acc(g[i]), p.theta, p.omega, dtheta, domega));
+    for (int s = 0; s < STAGES; ++s) {
+      lane_dtheta[s][l] += dtheta[s];
+      lane_domega[s][l] += domega[s];
+    }
+  }
+  for (int s = 0; s < STAGES; ++s) {
+    acc_t sum_theta = 0, sum_omega = 0;
+    for (int64_t l = 0; l < kLanes; ++l) {
+      sum_theta += lane_dtheta[s][l];
+      sum_omega += lane_domega[s][l];
+    }
+    dtheta_sum[s * sum_stride] += sum_theta;
+    domega_sum[s * sum_stride] += sum_omega;
+  }
+}
+
+template <int STAGES, typename scalar_t>
+void backward(const LsluArgs& a, int threads) {
+  using acc_t = acc_type<scalar_t>;
+  const auto* x = static_cast<const scalar_t*>(a.x);
+  const auto* g = static_cast<const scalar_t*>(a.grad_output);
+  auto* dx = static_cast<scalar_t*>(a.grad_input);
+  const auto* theta = static_cast<const acc_t*>(a.theta);
+  const auto* omega = static_cast<const acc_t*>(a.omega);
+  auto* dtheta_partial = static_cast<acc_t*>(a.dtheta_partial);
+  auto* domega_partial = static_cast<acc_t*>(a.domega_partial);
+  const int64_t C = a.channels, param_channels = a.shared ? 1 : C;
+  const int64_t partial_size = int64_t(STAGES) * C;
+  std::fill(dtheta_partial, dtheta_partial + a.partials * partial_size, acc_t(0));
+  std::fill(domega_partial, domega_partial + a.partials * partial_size, acc_t(0));
+  if (a.inner > 1) {
+    // Items are (row, chunk of the row); row = o * C + c has one channel.
+    const int64_t chunks = chunks_per_row(a.inner);
+    const int64_t items = work_items(a.outer, C, a.inner);
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t part = 0; part < a.partials; ++part) {
+      int64_t first, last;
+      range_of(part, a.partials, items, first, last);
+      for (int64_t item = first; item < last; ++item) {
+        const int64_t row = item / chunks, c = row % C;
+        const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
+        const int64_t offset = row * a.inner + begin;
+        const ChannelParams<STAGES, acc_t> p(theta, omega, param_channels, a.shared ? 0 : c);
+        backward_row<STAGES>(x + offset, g + offset, dx + offset, end - begin, p,
+                             dtheta_partial + part * partial_size + c, domega_partial + part * partial_size + c, C);
+      }
+    }
+  } else {
+    // inner == 1: each range is a run of rows; per-channel sums run along the row.
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t part = 0; part < a.partials; ++part) {
+      int64_t first, last;
+      range_of(part, a.partials, a.outer, first, last);
+      acc_t* dtheta_sum = dtheta_partial + part * partial_size;
+      acc_t* domega_sum = domega_partial + part * partial_size;
+      for (int64_t o = first; o < last; ++o) {
+        const scalar_t* xr = x + o * C;
+        const scalar_t* gr = g + o * C;
+        scalar_t* dxr = dx + o * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const ChannelParams<STAGES, acc_t> p(theta, omega, param_channels, a.shared ? 0 : c);
+          acc_t dtheta[STAGES], domega[STAGES];
+          dxr[c] = from_acc<scalar_t>(
+              lslu_backward<STAGES>(to_acc(xr[c]), to_acc(gr[c]), p.theta, p.omega, dtheta, domega));
+          for (int s = 0; s < STAGES; ++s) {
+            dtheta_sum[s * C + c] += dtheta[s];
+            domega_sum[s * C + c] += domega[s];
+          }
+        }
+      }
+    }
+  }
+}
+
+struct Forward {
+  template <int STAGES, typename scalar_t>
+  static void run(const LsluArgs& args, int threads) { forward<STAGES, scalar_t>(args, threads); }
+};
+struct Backward {
+  template <int STAGES, typename scalar_t>
+  static void run(const LsluArgs& args, int threads) { backward<STAGES, scalar_t>(args, threads); }
+};
+
+}  // namespace
+
+int64_t lslu_backward_partials_cpu(int64_t outer, int64_t channels, int64_t inner) {
+  return std::max<int64_t>(1, std::min(work_items(outer, channels, inner), kMaxPartials));
+}
+
+void lslu_forward_cpu(const LsluArgs& args, int threads) { dispatch_lslu<Forward>(args, threads); }
+
+void lslu_backward_cpu(const LsluArgs& args, int threads) { dispatch_lslu<Backward>(args, threads); }
+
+}  // namespace lslu_kernels

@@ -1,0 +1,642 @@
+// LSLU CUDA kernels (SPEC.md 1.1 and 3): forward, and a one-pass backward that writes
+// grad_input and per-block partial sums of dL/dtheta and dL/domega.
+//
+// Every tensor is walked as a dense (outer, channels, inner) array (launch.h). Two layouts
+// get their own kernels:
+// - "channel" kernels, inner > 1 (NCHW): a block owns one channel and a strided subset of
+//   that channel's (o, i) elements, walked in packs of VEC elements along i; the thread's
+//   channel never changes, so its parameters and sums stay in registers.
+// - "rows" kernels, inner == 1 (channels-last, (B, L, C)): a block owns a tile of up to 64
+//   channels (threadIdx.x -> CV consecutive channels, coalesced) and a strided subset of
+//   the rows (threadIdx.y); again each thread's channels never change.
+// Backward reduces each block's sums in a fixed order (warp shuffles, then shared memory
+// read in a fixed order; no atomics), so partial sums are bitwise reproducible.
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "dtypes.h"
+#include "launch.h"
+#include "lslu.h"
+
+namespace lslu_kernels {
+namespace {
+
+// Threads of every block (a multiple of 32: the reductions shuffle full warps).
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+// Channels of one rows-kernel tile (the rows kernels' channel blocks are this wide).
+constexpr int kRowsTileChannels = 64;
+// Packs each thread loads before computing on them: keeps several loads in flight.
+constexpr int kUnroll = 4;
+// Backward blocks per SM in total (they loop over many elements each); forward uses more
+// because its blocks need fewer registers.
+constexpr int64_t kBackwardBlocksPerSM = 4;
+constexpr int64_t kForwardBlocksPerSM = 8;
+// A block is given at least this many elements of its column before the grid grows further.
+constexpr int64_t kMinElementsPerBlock = 2048;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int64_t next_pow2(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p *= 2;
+  return p;
+}
+
+bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+void check_launch(const char* kernel) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("lslu_kernels: launching ") + kernel + " failed: " + cudaGetErrorString(err));
+  }
+}
+
+// Blocks per column (one channel for inner > 1, one 64-channel tile for inner == 1) so that
+// the whole grid has about target_blocks blocks, but each block gets enough elements.
+// Depends only on the sizes and target_blocks: the backward partials count comes from here.
+int64_t blocks_per_column(int64_t outer, int64_t channels, int64_t inner, int64_t target_blocks) {
+  if (outer <= 0 || channels <= 0 || inner <= 0) return 1;
+  const bool rows_layout = inner == 1;
+  const int64_t columns = rows_layout ? ceil_div(channels, kRowsTileChannels) : channels;
+  const int64_t column_elements = rows_layout ? outer * std::min<int64_t>(channels, kRowsTileChannels) : outer * inner;
+  const int64_t wanted = ceil_div(target_blocks, columns);
+  const int64_t useful = ceil_div(column_elements, kMinElementsPerBlock);
+  return std::max<int64_t>(1, std::min(wanted, useful));
+}
+
+int current_multiprocessors() {
+  int device = 0;
+  int multiprocessors = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    const cudaError_t err = cudaGetLastError();  // also clears it
+    throw std::runtime_error(std::string("lslu_kernels: cannot query the CUDA device: ") + cudaGetErrorString(err));
+  }
+  return std::max(1, multiprocessors);
+}
+
+// int32 indices are enough when every loop counter, which may run up to kUnroll grid
+// strides past the end, stays below 2^31.
+bool needs_int64(int64_t numel, int64_t grid_threads) {
+  return numel + kUnroll * grid_threads >= (int64_t(1) << 31);
+}
+
+// N consecutive elements moved by one load or store of N * sizeof(scalar_t) bytes.
+template <typename scalar_t, int N>
+struct alignas(sizeof(scalar_t) * N) Pack {
+  scalar_t v[N];
+};
+
+// Elements per pack of the channel kernels: 16 bytes, all in one channel.
+template <typename scalar_t>
+constexpr int channel_pack() {
+  return int(16 / sizeof(scalar_t));
+}
+
+// Channels per thread of the rows kernels: at most 16 bytes of elements, and at most 64
+// bytes of parameters per stage series (a thread keeps CV * STAGES values of theta, omega
+// and, in backward, of both sums in registers).
+template <typename scalar_t, int STAGES>
+constexpr int rows_pack() {
+  const int by_bytes = int(16 / sizeof(scalar_t));
+  const int by_registers = int(64 / (STAGES * sizeof(acc_type<scalar_t>)));
+  const int limit = by_bytes < by_registers ? by_bytes : by_registers;
+  int pack = 1;
+  while (pack * 2 <= limit) pack *= 2;
+  return pack;
+}
+
+template <int STAGES, typename acc_t>
+__device__ __forceinline__ void load_params(const acc_t* __restrict__ theta, const acc_t* __restrict__ omega,
+                                            bool shared, int64_t channels, int64_t channel, acc_t (&th)[STAGES],
+                                            acc_t (&om)[STAGES]) {
+  // Shared parameters are (stages, 1): every channel reads column 0.
+  const int64_t column = shared ? 0 : channel;
+  const int64_t stage_stride = shared ? 1 : channels;
+#pragma unroll
+  for (int s = 0; s < STAGES; ++s) {
+    th[s] = __ldg(theta + s * stage_stride + column);
+    om[s] = __ldg(omega + s * stage_stride + column);
+  }
+}
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t warp_sum_down(acc_t v, int lowest_offset) {
+  // Lane l receives lanes l, l + lowest_offset, ... (fixed order); lane 0 the whole warp for 1.
+  for (int offset = 16; offset >= lowest_offset; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------
+// Channel kernels (inner > 1). Block b: channel b / blocks_per_channel, chunk
+// b % blocks_per_channel; the chunk's threads take packs chunk * blockDim + t, then every
+// blocks_per_channel * blockDim packs, of the channel's outer * inner / VEC packs.
+
+template <typename scalar_t, int STAGES, int VEC, typename index_t>
+__global__ void __launch_bounds__(kThreads)
+    lslu_forward_channel_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
+                                const acc_type<scalar_t>* __restrict__ theta,
+                                const acc_type<scalar_t>* __restrict__ omega, bool shared, index_t outer,
+                                index_t channels, index_t inner, index_t blocks_per_channel) {
+  using acc_t = acc_type<scalar_t>;
+  using pack_t = Pack<scalar_t, VEC>;
+  const index_t channel = index_t(blockIdx.x) / blocks_per_channel;
+  const index_t chunk = index_t(blockIdx.x) % blocks_per_channel;
+  acc_t th[STAGES], om[STAGES];
+  load_params<STAGES>(theta, omega, shared, channels, channel, th, om);
+
+  const index_t inner_packs = inner / VEC;
+  const index_t packs = outer * inner_packs;
+  const index_t step = blocks_per_channel * index_t(blockDim.x);
+  for (index_t first = chunk * index_t(blockDim.x) + index_t(threadIdx.x); first < packs; first += kUnroll * step) {
+    pack_t xs[kUnroll];
+    index_t offsets[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const index_t k = first + u * step;
+      if (k < packs) {
+        const index_t o = k / inner_packs;
+        offsets[u] = (o * channels + channel) * inner + (k - o * inner_packs) * VEC;
+        xs[u] = *reinterpret_cast<const pack_t*>(x + offsets[u]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (first + u * step < packs) {
+        pack_t out;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) out.v[j] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xs[u].v[j]), th, om));
+        *reinterpret_cast<pack_t*>(y + offsets[u]) = out;
+      }
+    }
+  }
+}
+
+template <typename scalar_t, int STAGES, int VEC, typename index_t>
+__global__ void __launch_bounds__(kThreads)
+    lslu_backward_channel_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
+                                 scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ theta,
+                                 const acc_type<scalar_t>* __restrict__ omega, bool shared,
+                                 acc_type<scalar_t>* __restrict__ dtheta_partial,
+                                 acc_type<scalar_t>* __restrict__ domega_partial, index_t outer, index_t channels,
+                                 index_t inner, index_t partials) {
+  using acc_t = acc_type<scalar_t>;
+  using pack_t = Pack<scalar_t, VEC>;
+  const index_t channel = index_t(blockIdx.x) / partials;
+  const index_t partial = index_t(blockIdx.x) % partials;
+  acc_t th[STAGES], om[STAGES];
+  load_params<STAGES>(theta, omega, shared, channels, channel, th, om);
+  acc_t dth[STAGES], dom[STAGES];  // this thread's sums over its elements
+#pragma unroll
+  for (int s = 0; s < STAGES; ++s) dth[s] = dom[s] = acc_t(0);
+
+  const index_t inner_packs = inner / VEC;
+  const index_t packs = outer * inner_packs;
+  const index_t step = partials * index_t(blockDim.x);
+  for (index_t first = partial * index_t(blockDim.x) + index_t(threadIdx.x); first < packs; first += kUnroll * step) {
+    pack_t xs[kUnroll], gs[kUnroll];
+    index_t offsets[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const index_t k = first + u * step;
+      if (k < packs) {
+        const index_t o = k / inner_packs;
+        offsets[u] = (o * channels + channel) * inner + (k - o * inner_packs) * VEC;
+        xs[u] = *reinterpret_cast<const pack_t*>(x + offsets[u]);
+        gs[u] = *reinterpret_cast<const pack_t*>(grad_output + offsets[u]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (first + u * step < packs) {
+        pack_t out;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          acc_t element_dth[STAGES], element_dom[STAGES];
+          out.v[j] = from_acc<scalar_t>(
+              lslu_backward<STAGES>(to_acc(xs[u].v[j]), to_acc(gs[u].v[j]), th, om, element_dth, element_dom));
+#pragma unroll
+          for (int s = 0; s < STAGES; ++s) {
+            dth[s] += element_dth[s];
+            dom[s] += element_dom[s];
+          }
+        }
+        *reinterpret_cast<pack_t*>(grad_input + offsets[u]) = out;
+      }
+    }
+  }
+
+  // Block sum: each warp in shuffle order, then the warps in index order.
+  __shared__ acc_t warp_sums[kWarps][2 * STAGES];
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+#pragma unroll
+  for (int s = 0; s < STAGES; ++s) {
+    dth[s] = warp_sum_down(dth[s], 1);
+    dom[s] = warp_sum_down(dom[s], 1);
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int s = 0; s < STAGES; ++s) {
+      warp_sums[warp][s] = dth[s];
+      warp_sums[warp][STAGES + s] = dom[s];
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < 2 * STAGES) {
+    const int warps = blockDim.x / 32;
+    acc_t total = acc_t(0);
+    for (int w = 0; w < warps; ++w) total += warp_sums[w][threadIdx.x];
+    const int stage = threadIdx.x % STAGES;
+    acc_t* out = threadIdx.x < STAGES ? dtheta_partial : domega_partial;
+    out[(int64_t(partial) * STAGES + stage) * int64_t(channels) + channel] = total;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rows kernels (inner == 1). blockDim = (tile_width / CV, kThreads / that). Block b:
+// channel tile b / blocks_per_tile, chunk b % blocks_per_tile; thread (tx, ty) owns
+// channels tile * tile_width + tx * CV + [0, CV) and rows chunk * blockDim.y + ty, then
+// every blocks_per_tile * blockDim.y rows. With CV > 1, channels % CV == 0.
+
+template <typename scalar_t, int STAGES, int CV, typename index_t>
+__global__ void __launch_bounds__(kThreads)
+    lslu_forward_rows_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
+                             const acc_type<scalar_t>* __restrict__ theta,
+                             const acc_type<scalar_t>* __restrict__ omega, bool shared, index_t rows,
+                             index_t channels, index_t blocks_per_tile) {
+  using acc_t = acc_type<scalar_t>;
+  using pack_t = Pack<scalar_t, CV>;
+  const index_t tile = index_t(blockIdx.x) / blocks_per_tile;
+  const index_t chunk = index_t(blockIdx.x) % blocks_per_tile;
+  const index_t first_channel = tile * index_t(blockDim.x * CV) + index_t(threadIdx.x) * CV;
+  if (first_channel >= channels) return;  // no reduction follows in forward
+  acc_t th[CV][STAGES], om[CV][STAGES];
+#pragma unroll
+  for (int j = 0; j < CV; ++j) load_params<STAGES>(theta, omega, shared, channels, first_channel + j, th[j], om[j]);
+
+  const index_t step = blocks_per_tile * index_t(blockDim.y);
+  for (index_t first = chunk * index_t(blockDim.y) + index_t(threadIdx.y); first < rows; first += kUnroll * step) {
+    pack_t xs[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const index_t row = first + u * step;
+      if (row < rows) xs[u] = *reinterpret_cast<const pack_t*>(x + row * channels + first_channel);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const index_t row = first + u * step;
+      if (row < rows) {
+        pack_t out;
+#pragma unroll
+        for (int j = 0; j < CV; ++j) out.v[j] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xs[u].v[j]), th[j], om[j]));
+        *reinterpret_cast<pack_t*>(y + row * channels + first_channel) = out;
+      }
+    }
+  }
+}
+
+template <typename scalar_t, int STAGES, int CV, typename index_t>
+__global__ void __launch_bounds__(kThreads)
+    lslu_backward_rows_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
+                              scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ theta,
+                              const acc_type<scalar_t>* __restrict__ omega, bool shared,
+                              acc_type<scalar_t>* __restrict__ dtheta_partial,
+                              acc_type<scalar_t>* __restrict__ domega_partial, index_t rows, index_t channels,
+                              index_t partials) {
+  using acc_t = acc_type<scalar_t>;
+  using pack_t = Pack<scalar_t, CV>;
+  const int tile_width = blockDim.x * CV;
+  const index_t tile = index_t(blockIdx.x) / partials;
+  const index_t partial = index_t(blockIdx.x) % partials;
+  const index_t first_channel = tile * index_t(tile_width) + index_t(threadIdx.x) * CV;
+  // Threads past the last channel keep zero sums: every thread takes part in the reduction.
+  const bool active = first_channel < channels;
+  acc_t th[CV][STAGES], om[CV][STAGES];
+  acc_t dth[CV][STAGES], dom[CV][STAGES];  // this thread's sums over its rows, per channel
+#pragma unroll
+  for (int j = 0; j < CV; ++j) {
+#pragma unroll
+    for (int s = 0; s < STAGES; ++s) th[j][s] = om[j][s] = dth[j][s] = dom[j][s] = acc_t(0);
+    if (active) load_params<STAGES>(theta, omega, shared, channels, first_channel + j, th[j], om[j]);
+  }
+
+  const index_t step = partials * index_t(blockDim.y);
+  const index_t start = active ? partial * index_t(blockDim.y) + index_t(threadIdx.y) : rows;
+  for (index_t first = start; first < rows; first += kUnroll * step) {
+    pack_t xs[kUnroll], gs[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const index_t row = first + u * step;
+      if (row < rows) {
+        xs[u] = *reinterpret_cast<const pack_t*>(x + row * channels + first_channel);
+        gs[u] = *reinterpret_cast<const pack_t*>(grad_output + row * channels + first_channel);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const index_t row = first + u * step;
+      if (row < rows) {
+        pack_t out;
+#pragma unroll
+        for (int j = 0; j < CV; ++j) {
+          acc_t element_dth[STAGES], element_dom[STAGES];
+          out.v[j] = from_acc<scalar_t>(lslu_backward<STAGES>(to_acc(xs[u].v[j]), to_acc(gs[u].v[j]), th[j], om[j],
+                                                               element_dth, element_dom));
+#pragma unroll
+          for (int s = 0; s < STAGES; ++s) {
+            dth[j][s] += element_dth[s];
+            dom[j][s] += element_dom[s];
+          }
+        }
+        *reinterpret_cast<pack_t*>(grad_input + row * channels + first_channel) = out;
+      }
+    }
+  }
+
+  // Block sum over threadIdx.y, one stage at a time (bounded shared memory). When a row of
+  // the block is narrower than a warp, a warp holds 32 / blockDim.x rows: shuffles sum them
+  // first, leaving the sums in lanes < blockDim.x. Then every `span` consecutive threads
+  // form one group of rows, whose sums shared memory collects, and thread t < tile_width
+  // adds channel t's groups in index order.
+  constexpr int kGroups = kThreads / 32;
+  __shared__ acc_t group_sums[2][kGroups][kRowsTileChannels];
+  const int thread = threadIdx.y * blockDim.x + threadIdx.x;
+  const int span = blockDim.x < 32 ? 32 : blockDim.x;
+  const int group = thread / span;
+  const int groups = (blockDim.x * blockDim.y) / span;
+  const bool holds_group_sum = thread % span < int(blockDim.x);
+#pragma unroll
+  for (int s = 0; s < STAGES; ++s) {
+#pragma unroll
+    for (int j = 0; j < CV; ++j) {
+      const acc_t theta_sum = warp_sum_down(dth[j][s], blockDim.x);
+      const acc_t omega_sum = warp_sum_down(dom[j][s], blockDim.x);
+      if (holds_group_sum) {
+        group_sums[0][group][threadIdx.x * CV + j] = theta_sum;
+        group_sums[1][group][threadIdx.x * CV + j] = omega_sum;
+      }
+    }
+    __syncthreads();
+    if (thread < tile_width) {
+      const int64_t channel = int64_t(tile) * tile_width + thread;
+      if (channel < int64_t(channels)) {
+        acc_t theta_total = acc_t(0), omega_total = acc_t(0);
+        for (int g = 0; g < groups; ++g) {
+          theta_total += group_sums[0][g][thread];
+          omega_total += group_sums[1][g][thread];
+        }
+        const int64_t at = (int64_t(partial) * STAGES + s) * int64_t(channels) + channel;
+        dtheta_partial[at] = theta_total;
+        domega_partial[at] = omega_total;
+      }
+    }
+    __syncthreads();  // the next stage overwrites group_sums
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Launchers: pick the layout, the pack width (vector loads only when every pointer is
+// aligned to the pack and no pack straddles a channel) and the index type.
+
+template <typename scalar_t>
+const scalar_t* as_elements(const void* p) {
+  return static_cast<const scalar_t*>(p);
+}
+template <typename scalar_t>
+scalar_t* as_elements(void* p) {
+  return static_cast<scalar_t*>(p);
+}
+template <typename scalar_t>
+const acc_type<scalar_t>* as_params(const void* p) {
+  return static_cast<const acc_type<scalar_t>*>(p);
+}
+
+void check_grid(int64_t blocks) {
+  // Callers always have at least one block; the 1-D grid limit is 2^31 - 1.
+  if (blocks < 1 || blocks > int64_t(INT32_MAX)) {
+    throw std::runtime_error("lslu_kernels: tensor too large for one CUDA grid (" + std::to_string(blocks) +
+                             " blocks)");
+  }
+}
+
+// Threads of a channel-kernel block: fewer than kThreads when a channel has few packs.
+int channel_block_threads(int64_t packs_per_channel) {
+  return int(std::min<int64_t>(kThreads, std::max<int64_t>(32, ceil_div(packs_per_channel, 32) * 32)));
+}
+
+template <typename scalar_t, int STAGES, int VEC>
+void launch_forward_channel(const LsluArgs& a, int64_t blocks_per_channel, cudaStream_t stream) {
+  const int threads = channel_block_threads(a.outer * (a.inner / VEC));
+  const int64_t blocks = a.channels * blocks_per_channel;
+  check_grid(blocks);
+  const int64_t numel = a.outer * a.channels * a.inner;
+  if (needs_int64(numel, blocks * threads)) {
+    lslu_forward_channel_kernel<scalar_t, STAGES, VEC, int64_t><<<unsigned(blocks), threads, 0, stream>>>(
+        as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.theta),
+        as_params<scalar_t>(a.omega), a.shared, a.outer, a.channels, a.inner, blocks_per_channel);
+  } else {
+    lslu_forward_channel_kernel<scalar_t, STAGES, VEC, int32_t><<<unsigned(blocks), threads, 0, stream>>>(
+        as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.theta),
+        as_params<scalar_t>(a.omega), a.shared, int32_t(a.outer), int32_t(a.channels), int32_t(a.inner),
+        int32_t(blocks_per_channel));
+  }
+  check_launch("lslu_forward_channel_kernel");
+}
+
+template <typename scalar_t, int STAGES, int VEC>
+void launch_backward_channel(const LsluArgs& a, cudaStream_t stream) {
+  const int threads = channel_block_threads(a.outer * (a.inner / VEC));
+  const int64_t blocks = a.channels * a.partials;
+  check_grid(blocks);
+  const int64_t numel = a.outer * a.channels * a.inner;
+  using acc_t = acc_type<scalar_t>;
+  if (needs_int64(numel, blocks * threads)) {
+    lslu_backward_channel_kernel<scalar_t, STAGES, VEC, int64_t><<<unsigned(blocks), threads, 0, stream>>>(
+        as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.grad_output), as_elements<scalar_t>(a.grad_input),
+        as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), a.shared, static_cast<acc_t*>(a.dtheta_partial),
+        static_cast<acc_t*>(a.domega_partial), a.outer, a.channels, a.inner, a.partials);
+  } else {
+    lslu_backward_channel_kernel<scalar_t, STAGES, VEC, int32_t><<<unsigned(blocks), threads, 0, stream>>>(
+        as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.grad_output), as_elements<scalar_t>(a.grad_input),
+        as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), a.shared, static_cast<acc_t*>(a.dtheta_partial),
+        static_cast<acc_t*>(a.domega_partial), int32_t(a.outer), int32_t(a.channels), int32_t(a.inner),
+        int32_t(a.partials));
+  }
+  check_launch("lslu_backward_channel_kernel");
+}
+
+// Block shape of the rows kernels: tile_width / CV threads across a tile of
+// min(64, next_pow2(channels)) channels, the rest of kThreads down the rows.
+dim3 rows_block(int64_t channels, int channels_per_thread) {
+  const int tile_width = int(std::min<int64_t>(kRowsTileChannels, next_pow2(channels)));
+  const int across = std::max(1, tile_width / channels_per_thread);
+  return dim3(unsigned(across), unsigned(kThreads / across));
+}
+
+int64_t rows_tiles(int64_t channels, dim3 block, int channels_per_thread) {
+  return ceil_div(channels, int64_t(block.x) * channels_per_thread);
+}
+
+template <typename scalar_t, int STAGES, int CV>
+void launch_forward_rows(const LsluArgs& a, int64_t blocks_per_tile, cudaStream_t stream) {
+  const dim3 block = rows_block(a.channels, CV);
+  const int64_t blocks = rows_tiles(a.channels, block, CV) * blocks_per_tile;
+  check_grid(blocks);
+  const int64_t numel = a.outer * a.channels;
+  if (needs_int64(numel, blocks * kThreads)) {
+    lslu_forward_rows_kernel<scalar_t, STAGES, CV, int64_t><<<unsigned(blocks), block, 0, stream>>>(
+        as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.theta),
+        as_params<scalar_t>(a.omega), a.shared, a.outer, a.channels, blocks_per_tile);
+  } else {
+    lslu_forward_rows_kernel<scalar_t, STAGES, CV, int32_t><<<unsigned(blocks), block, 0, stream>>>(
+        as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.theta),
+        as_params<scalar_t>(a.omega), a.shared, int32_t(a.outer), int32_t(a.channels), int32_t(blocks_per_tile));
+  }
+  check_launch("lslu_forward_rows_kernel");
+}
+
+template <typename scalar_t, int STAGES, int CV>
+void launch_backward_rows(const LsluArgs& a, cudaStream_t stream) {
+  const dim3 block = rows_block(a.channels, CV);
+  const int64_t blocks = rows_tiles(a.channels, block, CV) * a.partials;
+  check_grid(blocks);
+  const int64_t numel = a.outer * a.channels;
+  using acc_t = acc_type<scalar_t>;
+  if (needs_int64(numel, blocks * kThreads)) {
+    lslu_backward_rows_kernel<scalar_t, STAGES, CV, int64_t><<<unsigned(blocks), block, 0, stream>>>(
+        as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.grad_output), as_elements<scalar_t>(a.grad_input),
+        as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), a.shared, static_cast<acc_t*>(a.dtheta_partial),
+        static_cast<acc_t*>(a.domega_partial), a.outer, a.channels, a.partials);
+  } else {
+    lslu_backward_rows_kernel<scalar_t, STAGES, CV, int32_t><<<unsigned(blocks), block, 0, stream>>>(
+        as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.grad_output), as_elements<scalar_t>(a.grad_input),
+        as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), a.shared, static_cast<acc_t*>(a.dtheta_partial),
+        static_cast<acc_t*>(a.domega_partial), int32_t(a.outer), int32_t(a.channels), int32_t(a.partials));
+  }
+  check_launch("lslu_backward_rows_kernel");
+}
+
+template <typename scalar_t, int STAGES>
+void forward_typed(const LsluArgs& a, cudaStream_t stream) {
+  const int64_t chunks = blocks_per_column(a.outer, a.channels, a.inner, kForwardBlocksPerSM * current_multiprocessors());
+  if (a.inner > 1) {
+    constexpr int kVec = channel_pack<scalar_t>();
+    const bool vectorized = a.inner % kVec == 0 && aligned_to(a.x, 16) && aligned_to(a.y, 16);
+    if (vectorized) {
+      launch_forward_channel<scalar_t, STAGES, kVec>(a, chunks, stream);
+    } else {
+      launch_forward_channel<scalar_t, STAGES, 1>(a, chunks, stream);
+    }
+  } else {
+    constexpr int kCv = rows_pack<scalar_t, STAGES>();
+    constexpr size_t kPackBytes = kCv * sizeof(scalar_t);
+    const bool vectorized =
+        kCv > 1 && a.channels % kCv == 0 && aligned_to(a.x, kPackBytes) && aligned_to(a.y, kPackBytes);
+    if (vectorized) {
+      launch_forward_rows<scalar_t, STAGES, kCv>(a, chunks, stream);
+    } else {
+      launch_forward_rows<scalar_t, STAGES, 1>(a, chunks, stream);
+    }
+  }
+}
+
+template <typename scalar_t, int STAGES>
+void backward_typed(const LsluArgs& a, cudaStream_t stream) {
+  if (a.partials < 1) throw std::invalid_argument("lslu_kernels: partials must be at least 1");
+  if (a.inner > 1) {
+    constexpr int kVec = channel_pack<scalar_t>();
+    const bool vectorized = a.inner % kVec == 0 && aligned_to(a.x, 16) && aligned_to(a.grad_output, 16) &&
+                            aligned_to(a.grad_input, 16);
+    if (vectorized) {
+      launch_backward_channel<scalar_t, STAGES, kVec>(a, stream);
+    } else {
+      launch_backward_channel<scalar_t, STAGES, 1>(a, stream);
+    }
+  } else {
+    constexpr int kCv = rows_pack<scalar_t, STAGES>();
+    constexpr size_t kPackBytes = kCv * sizeof(scalar_t);
+    const bool vectorized = kCv > 1 && a.channels % kCv == 0 && aligned_to(a.x, kPackBytes) &&
+                            aligned_to(a.grad_output, kPackBytes) && aligned_to(a.grad_input, kPackBytes);
+    if (vectorized) {
+      launch_backward_rows<scalar_t, STAGES, kCv>(a, stream);
+    } else {
+      launch_backward_rows<scalar_t, STAGES, 1>(a, stream);
+    }
+  }
+}
+
+// One instantiation per stage count (the series unrolls into registers).
+template <typename scalar_t>
+void forward_stages(const LsluArgs& a, cudaStream_t stream) {
+  static_assert(kLsluMaxStages == 8, "add the new stage counts to the switches below");
+  switch (a.stages) {
+    case 1: return forward_typed<scalar_t, 1>(a, stream);
+    case 2: return forward_typed<scalar_t, 2>(a, stream);
+    case 3: return forward_typed<scalar_t, 3>(a, stream);
+    case 4: return forward_typed<scalar_t, 4>(a, stream);
+    case 5: return forward_typed<scalar_t, 5>(a, stream);
+    case 6: return forward_typed<scalar_t, 6>(a, stream);
+    case 7: return forward_typed<scalar_t, 7>(a, stream);
+    case 8: return forward_typed<scalar_t, 8>(a, stream);
+    default: throw std::invalid_argument("lslu_kernels: stages must be 1 to 8, got " + std::to_string(a.stages));
+  }
+}
+
+template <typename scalar_t>
+void backward_stages(const LsluArgs& a, cudaStream_t stream) {
+  switch (a.stages) {
+    case 1: return backward_typed<scalar_t, 1>(a, stream);
+    case 2: return backward_typed<scalar_t, 2>(a, stream);
+    case 3: return backward_typed<scalar_t, 3>(a, stream);
+    case 4: return backward_typed<scalar_t, 4>(a, stream);
+    case 5: return backward_typed<scalar_t, 5>(a, stream);
+    case 6: return backward_typed<scalar_t, 6>(a, stream);
+    case 7: return backward_typed<scalar_t, 7>(a, stream);
+    case 8: return backward_typed<scalar_t, 8>(a, stream);
+    default: throw std::invalid_argument("lslu_kernels: stages must be 1 to 8, got " + std::to_string(a.stages));
+  }
+}
+
+int64_t element_count(const LsluArgs& a) {
+  if (a.outer <= 0 || a.channels <= 0 || a.inner <= 0) return 0;
+  return a.outer * a.channels * a.inner;
+}
+
+}  // namespace
+
+int64_t lslu_backward_partials_cuda(int64_t outer, int64_t channels, int64_t inner, int multiprocessors) {
+  return blocks_per_column(outer, channels, inner, kBackwardBlocksPerSM * std::max(1, multiprocessors));
+}
+
+void lslu_forward_cuda(const LsluArgs& args, void* stream) {
+  if (element_count(args) == 0) return;
+  const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);
+  switch (args.dtype) {
+    case DType::Float16: return forward_stages<Half>(args, cuda_stream);
+    case DType::BFloat16: return forward_stages<BFloat16>(args, cuda_stream);
+    case DType::Float32: return forward_stages<float>(args, cuda_stream);
+    case DType::Float64: return forward_stages<double>(args, cuda_stream);
+  }
+  throw std::invalid_argument("lslu_kernels: unknown dtype");
+}
+
+void lslu_backward_cuda(const LsluArgs& args, void* stream) {
+  if (element_count(args) == 0) return;
+  const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);
+  switch (args.dtype) {
+    case DType::Float16: return backward_stages<Half>(args, cuda_stream);
+    case DType::BFloat16: return backward_stages<BFloat16>(args, cuda_stream);
+    case DType::Float32: return backward_stages<float>(args, cuda_stream);
+    case DType::Float64: return backward_stages<double>(args, cuda_stream);
+  }
+  throw std::invalid_argument("lslu_kernels: unknown dtype");
+}
+
+}  // namespace lslu_kernels

@@ -1,0 +1,46 @@
+// What the bindings pass to the kernels of each backend: raw pointers, sizes and
+// the dtype, never torch tensors (see dtypes.h for why).
+//
+// Every kernel walks its tensors as a dense (outer, channels, inner) array in
+// memory order (lslu_kernels/_layout.py); parameters are contiguous in the
+// compute type (float32, float64 for float64 inputs), shape (stages, channels),
+// or (stages, 1) when `shared`. Backward writes per-channel partial sums of the
+// parameter gradients into (partials, stages, channels) buffers, every entry,
+// which Python sums over the first axis in a fixed order.
+#pragma once
+
+#include <cstdint>
+
+#include "dtypes.h"
+
+namespace lslu_kernels {
+
+struct LsluArgs {
+  DType dtype;
+  int64_t outer, channels, inner;
+  int stages;
+  bool shared;
+  const void* theta;
+  const void* omega;
+  // forward
+  const void* x;
+  void* y;
+  // backward (also reads x)
+  const void* grad_output;
+  void* grad_input;
+  void* dtheta_partial;
+  void* domega_partial;
+  int64_t partials;
+};
+
+// CPU (csrc/cpu): `threads` OpenMP threads; results do not depend on it.
+int64_t lslu_backward_partials_cpu(int64_t outer, int64_t channels, int64_t inner);
+void lslu_forward_cpu(const LsluArgs& args, int threads);
+void lslu_backward_cpu(const LsluArgs& args, int threads);
+
+// CUDA (csrc/cuda): launched on `stream` (a cudaStream_t) of the current device.
+int64_t lslu_backward_partials_cuda(int64_t outer, int64_t channels, int64_t inner, int multiprocessors);
+void lslu_forward_cuda(const LsluArgs& args, void* stream);
+void lslu_backward_cuda(const LsluArgs& args, void* stream);
+
+}  // namespace lslu_kernels

@@ -1,0 +1,44 @@
+"""Host side of the hand-written C++ backends: ``cpu`` (``_C_cpu``) and ``cuda`` (``_C_cuda``).
+
+The extensions take raw addresses and sizes (see ``csrc/launch.h``); the host
+function of each op here allocates the outputs, hands the parameters over in
+the compute dtype, and picks the extension by the tensors' device.
+"""
+
+import contextlib
+import importlib
+
+import torch
+
+from ..reference import compute_dtype
+
+EXTENSIONS = {"cpu": "lslu_kernels._C_cpu", "cuda": "lslu_kernels._C_cuda"}
+
+
+def extension(device: torch.device):
+    return importlib.import_module(EXTENSIONS[device.type])
+
+
+def dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def launch_arg(device: torch.device) -> int:
+    """What the extension launches with: the current CUDA stream, or the CPU thread count."""
+    if device.type == "cuda":
+        return torch.cuda.current_stream(device).cuda_stream
+    return torch.get_num_threads()
+
+
+def multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
+
+
+def compute_params(x: torch.Tensor, *params: torch.Tensor) -> list[torch.Tensor]:
+    """The parameters as contiguous tensors of the compute dtype (tiny: a cast costs nothing)."""
+    return [p.to(compute_dtype(x)).contiguous() for p in params]
+
+
+def device_guard(device: torch.device):
+    """Makes ``device`` the current CUDA device while a kernel is launched on it."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
