@@ -28,7 +28,7 @@ DType dtype_named(const std::string& name) {
 const void* address(uintptr_t a) { return reinterpret_cast<const void*>(a); }
 void* mutable_address(uintptr_t a) { return reinterpret_cast<void*>(a); }
 
-LsluArgs lslu_args(const std::string& dtype, int64_t outer, int64_t channels, int64_t inner, int stages, bool shared,
+LsluArgs lslu_args(const std::string& dtype, int64_t outer, int64_t channels, int64_t inner, int stages,
                    uintptr_t theta, uintptr_t omega) {
   LsluArgs args{};
   args.dtype = dtype_named(dtype);
@@ -36,7 +36,6 @@ LsluArgs lslu_args(const std::string& dtype, int64_t outer, int64_t channels, in
   args.channels = channels;
   args.inner = inner;
   args.stages = stages;
-  args.shared = shared;
   args.theta = address(theta);
   args.omega = address(omega);
   return args;
@@ -72,22 +71,22 @@ PYBIND11_MODULE(_C_cpu, m) {
   m.def(
       "lslu_forward",
       [](uintptr_t x, uintptr_t y, uintptr_t theta, uintptr_t omega, const std::string& dtype, int64_t outer,
-         int64_t channels, int64_t inner, int stages, bool shared, uintptr_t launch) {
-        LsluArgs args = lslu_args(dtype, outer, channels, inner, stages, shared, theta, omega);
+         int64_t channels, int64_t inner, int stages, uintptr_t launch) {
+        LsluArgs args = lslu_args(dtype, outer, channels, inner, stages, theta, omega);
         args.x = address(x);
         args.y = mutable_address(y);
         py::gil_scoped_release no_gil;
         forward(args, launch);
       },
       py::arg("x"), py::arg("y"), py::arg("theta"), py::arg("omega"), py::kw_only(), py::arg("dtype"),
-      py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("stages"), py::arg("shared"),
+      py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("stages"),
       py::arg("launch"));
   m.def(
       "lslu_backward",
       [](uintptr_t grad_output, uintptr_t x, uintptr_t grad_input, uintptr_t theta, uintptr_t omega,
          uintptr_t dtheta_partial, uintptr_t domega_partial, const std::string& dtype, int64_t outer, int64_t channels,
-         int64_t inner, int stages, bool shared, int64_t partials, uintptr_t launch) {
-        LsluArgs args = lslu_args(dtype, outer, channels, inner, stages, shared, theta, omega);
+         int64_t inner, int stages, int64_t partials, uintptr_t launch) {
+        LsluArgs args = lslu_args(dtype, outer, channels, inner, stages, theta, omega);
         args.grad_output = address(grad_output);
         args.x = address(x);
         args.grad_input = mutable_address(grad_input);
@@ -99,7 +98,7 @@ PYBIND11_MODULE(_C_cpu, m) {
       },
       py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("theta"), py::arg("omega"),
       py::arg("dtheta_partial"), py::arg("domega_partial"), py::kw_only(), py::arg("dtype"), py::arg("outer"),
-      py::arg("channels"), py::arg("inner"), py::arg("stages"), py::arg("shared"), py::arg("partials"),
+      py::arg("channels"), py::arg("inner"), py::arg("stages"), py::arg("partials"),
       py::arg("launch"));
   m.attr("max_lslu_stages") = kLsluMaxStages;
 }

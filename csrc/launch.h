@@ -3,8 +3,8 @@
 //
 // Every kernel walks its tensors as a dense (outer, channels, inner) array in
 // memory order (lslu_kernels/_layout.py); parameters are contiguous in the
-// compute type (float32, float64 for float64 inputs), shape (stages, channels),
-// or (stages, 1) when `shared`. Backward writes per-channel partial sums of the
+// compute type (float32, float64 for float64 inputs), shape (stages, channels)
+// (shared parameters are expanded to every channel by the caller). Backward writes per-channel partial sums of the
 // parameter gradients into (partials, stages, channels) buffers, every entry,
 // which Python sums over the first axis in a fixed order.
 #pragma once
@@ -19,7 +19,6 @@ struct LsluArgs {
   DType dtype;
   int64_t outer, channels, inner;
   int stages;
-  bool shared;
   const void* theta;
   const void* omega;
   // forward

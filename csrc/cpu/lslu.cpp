@@ -32,11 +32,13 @@ inline int64_t work_items(int64_t outer, int64_t channels, int64_t inner) {
   return inner > 1 ? outer * channels * chunks_per_row(inner) : outer;
 }
 
-// One channel's parameters (or the shared ones, at channel 0).
+// One channel's parameters, from the (stages, channels) arrays.
 template <int STAGES, typename acc_t>
 struct ChannelParams {
   acc_t theta[STAGES], omega[STAGES];
   ChannelParams(const acc_t* theta_all, const acc_t* omega_all, int64_t channels, int64_t c) {
+    // Unrolled: as a loop, the compiler makes it a memcpy, which stops the vectorizer.
+    LSLU_UNROLL
     for (int s = 0; s < STAGES; ++s) {
       theta[s] = theta_all[s * channels + c];
       omega[s] = omega_all[s * channels + c];
@@ -57,24 +59,21 @@ void forward(const LsluArgs& a, int threads) {
   auto* y = static_cast<scalar_t*>(a.y);
   const auto* theta = static_cast<const acc_t*>(a.theta);
   const auto* omega = static_cast<const acc_t*>(a.omega);
-  const int64_t param_channels = a.shared ? 1 : a.channels;
-  if (a.shared || a.inner > 1) {
-    // Rows of `inner` elements that share one channel (all elements when shared).
-    const int64_t rows = a.shared ? 1 : a.outer * a.channels;
-    const int64_t row_length = a.shared ? a.outer * a.channels * a.inner : a.inner;
-    const int64_t chunks = chunks_per_row(row_length);
+  const int64_t C = a.channels;
+  if (a.inner > 1) {
+    // Items are (row, chunk of the row); row = o * C + c has one channel.
+    const int64_t chunks = chunks_per_row(a.inner);
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t item = 0; item < rows * chunks; ++item) {
+    for (int64_t item = 0; item < work_items(a.outer, C, a.inner); ++item) {
       const int64_t row = item / chunks;
-      const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, row_length);
-      const ChannelParams<STAGES, acc_t> p(theta, omega, param_channels, row % param_channels);
-      const scalar_t* xr = x + row * row_length;
-      scalar_t* yr = y + row * row_length;
+      const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
+      const ChannelParams<STAGES, acc_t> p(theta, omega, C, row % C);
+      const scalar_t* xr = x + row * a.inner;
+      scalar_t* yr = y + row * a.inner;
       for (int64_t i = begin; i < end; ++i) yr[i] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xr[i]), p.theta, p.omega));
     }
   } else {
-    // inner == 1: rows of `channels` elements, one per channel.
-    const int64_t C = a.channels;
+    // inner == 1: rows of C elements, one per channel.
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t o = 0; o < a.outer; ++o) {
       const scalar_t* xr = x + o * C;
@@ -124,6 +123,36 @@ void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
   }
 }
 
+// Backward over one row of `channels` elements, one per channel; adds each
+// channel's contributions to dtheta_sum / domega_sum (stage s of channel c at
+// s * channels + c). Lanes of kLanes channels first collect the contributions
+// in local arrays, so that both loops are plain vector loops.
+template <int STAGES, typename scalar_t, typename acc_t>
+void backward_channels(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t channels, const acc_t* theta,
+                       const acc_t* omega, acc_t* dtheta_sum, acc_t* domega_sum) {
+  for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
+    const int64_t lanes = std::min(kLanes, channels - c0);
+    acc_t lane_dtheta[STAGES][kLanes], lane_domega[STAGES][kLanes];
+    for (int64_t l = 0; l < lanes; ++l) {
+      const ChannelParams<STAGES, acc_t> p(theta, omega, channels, c0 + l);
+      acc_t dtheta[STAGES], domega[STAGES];
+      dx[c0 + l] = from_acc<scalar_t>(
+          lslu_backward<STAGES>(to_acc(x[c0 + l]), to_acc(g[c0 + l]), p.theta, p.omega, dtheta, domega));
+      LSLU_UNROLL
+      for (int s = 0; s < STAGES; ++s) {
+        lane_dtheta[s][l] = dtheta[s];
+        lane_domega[s][l] = domega[s];
+      }
+    }
+    for (int s = 0; s < STAGES; ++s) {
+      for (int64_t l = 0; l < lanes; ++l) {
+        dtheta_sum[s * channels + c0 + l] += lane_dtheta[s][l];
+        domega_sum[s * channels + c0 + l] += lane_domega[s][l];
+      }
+    }
+  }
+}
+
 template <int STAGES, typename scalar_t>
 void backward(const LsluArgs& a, int threads) {
   using acc_t = acc_type<scalar_t>;
@@ -134,7 +163,7 @@ void backward(const LsluArgs& a, int threads) {
   const auto* omega = static_cast<const acc_t*>(a.omega);
   auto* dtheta_partial = static_cast<acc_t*>(a.dtheta_partial);
   auto* domega_partial = static_cast<acc_t*>(a.domega_partial);
-  const int64_t C = a.channels, param_channels = a.shared ? 1 : C;
+  const int64_t C = a.channels;
   const int64_t partial_size = int64_t(STAGES) * C;
   std::fill(dtheta_partial, dtheta_partial + a.partials * partial_size, acc_t(0));
   std::fill(domega_partial, domega_partial + a.partials * partial_size, acc_t(0));
@@ -150,7 +179,7 @@ void backward(const LsluArgs& a, int threads) {
         const int64_t row = item / chunks, c = row % C;
         const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
         const int64_t offset = row * a.inner + begin;
-        const ChannelParams<STAGES, acc_t> p(theta, omega, param_channels, a.shared ? 0 : c);
+        const ChannelParams<STAGES, acc_t> p(theta, omega, C, c);
         backward_row<STAGES>(x + offset, g + offset, dx + offset, end - begin, p,
                              dtheta_partial + part * partial_size + c, domega_partial + part * partial_size + c, C);
       }
@@ -164,19 +193,7 @@ void backward(const LsluArgs& a, int threads) {
       acc_t* dtheta_sum = dtheta_partial + part * partial_size;
       acc_t* domega_sum = domega_partial + part * partial_size;
       for (int64_t o = first; o < last; ++o) {
-        const scalar_t* xr = x + o * C;
-        const scalar_t* gr = g + o * C;
-        scalar_t* dxr = dx + o * C;
-        for (int64_t c = 0; c < C; ++c) {
-          const ChannelParams<STAGES, acc_t> p(theta, omega, param_channels, a.shared ? 0 : c);
-          acc_t dtheta[STAGES], domega[STAGES];
-          dxr[c] = from_acc<scalar_t>(
-              lslu_backward<STAGES>(to_acc(xr[c]), to_acc(gr[c]), p.theta, p.omega, dtheta, domega));
-          for (int s = 0; s < STAGES; ++s) {
-            dtheta_sum[s * C + c] += dtheta[s];
-            domega_sum[s * C + c] += domega[s];
-          }
-        }
+        backward_channels<STAGES>(x + o * C, g + o * C, dx + o * C, C, theta, omega, dtheta_sum, domega_sum);
       }
     }
   }

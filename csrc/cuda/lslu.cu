@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "dispatch.h"
 #include "dtypes.h"
 #include "launch.h"
 #include "lslu.h"
@@ -114,15 +115,12 @@ constexpr int rows_pack() {
 
 template <int STAGES, typename acc_t>
 __device__ __forceinline__ void load_params(const acc_t* __restrict__ theta, const acc_t* __restrict__ omega,
-                                            bool shared, int64_t channels, int64_t channel, acc_t (&th)[STAGES],
+                                            int64_t channels, int64_t channel, acc_t (&th)[STAGES],
                                             acc_t (&om)[STAGES]) {
-  // Shared parameters are (stages, 1): every channel reads column 0.
-  const int64_t column = shared ? 0 : channel;
-  const int64_t stage_stride = shared ? 1 : channels;
 #pragma unroll
   for (int s = 0; s < STAGES; ++s) {
-    th[s] = __ldg(theta + s * stage_stride + column);
-    om[s] = __ldg(omega + s * stage_stride + column);
+    th[s] = __ldg(theta + s * channels + channel);
+    om[s] = __ldg(omega + s * channels + channel);
   }
 }
 
@@ -142,14 +140,14 @@ template <typename scalar_t, int STAGES, int VEC, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     lslu_forward_channel_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                                 const acc_type<scalar_t>* __restrict__ theta,
-                                const acc_type<scalar_t>* __restrict__ omega, bool shared, index_t outer,
+                                const acc_type<scalar_t>* __restrict__ omega, index_t outer,
                                 index_t channels, index_t inner, index_t blocks_per_channel) {
   using acc_t = acc_type<scalar_t>;
   using pack_t = Pack<scalar_t, VEC>;
   const index_t channel = index_t(blockIdx.x) / blocks_per_channel;
   const index_t chunk = index_t(blockIdx.x) % blocks_per_channel;
   acc_t th[STAGES], om[STAGES];
-  load_params<STAGES>(theta, omega, shared, channels, channel, th, om);
+  load_params<STAGES>(theta, omega, channels, channel, th, om);
 
   const index_t inner_packs = inner / VEC;
   const index_t packs = outer * inner_packs;
@@ -182,7 +180,7 @@ template <typename scalar_t, int STAGES, int VEC, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     lslu_backward_channel_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                                  scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ theta,
-                                 const acc_type<scalar_t>* __restrict__ omega, bool shared,
+                                 const acc_type<scalar_t>* __restrict__ omega,
                                  acc_type<scalar_t>* __restrict__ dtheta_partial,
                                  acc_type<scalar_t>* __restrict__ domega_partial, index_t outer, index_t channels,
                                  index_t inner, index_t partials) {
@@ -191,7 +189,7 @@ __global__ void __launch_bounds__(kThreads)
   const index_t channel = index_t(blockIdx.x) / partials;
   const index_t partial = index_t(blockIdx.x) % partials;
   acc_t th[STAGES], om[STAGES];
-  load_params<STAGES>(theta, omega, shared, channels, channel, th, om);
+  load_params<STAGES>(theta, omega, channels, channel, th, om);
   acc_t dth[STAGES], dom[STAGES];  // this thread's sums over its elements
 #pragma unroll
   for (int s = 0; s < STAGES; ++s) dth[s] = dom[s] = acc_t(0);
@@ -269,7 +267,7 @@ template <typename scalar_t, int STAGES, int CV, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     lslu_forward_rows_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                              const acc_type<scalar_t>* __restrict__ theta,
-                             const acc_type<scalar_t>* __restrict__ omega, bool shared, index_t rows,
+                             const acc_type<scalar_t>* __restrict__ omega, index_t rows,
                              index_t channels, index_t blocks_per_tile) {
   using acc_t = acc_type<scalar_t>;
   using pack_t = Pack<scalar_t, CV>;
@@ -279,7 +277,7 @@ __global__ void __launch_bounds__(kThreads)
   if (first_channel >= channels) return;  // no reduction follows in forward
   acc_t th[CV][STAGES], om[CV][STAGES];
 #pragma unroll
-  for (int j = 0; j < CV; ++j) load_params<STAGES>(theta, omega, shared, channels, first_channel + j, th[j], om[j]);
+  for (int j = 0; j < CV; ++j) load_params<STAGES>(theta, omega, channels, first_channel + j, th[j], om[j]);
 
   const index_t step = blocks_per_tile * index_t(blockDim.y);
   for (index_t first = chunk * index_t(blockDim.y) + index_t(threadIdx.y); first < rows; first += kUnroll * step) {
@@ -306,7 +304,7 @@ template <typename scalar_t, int STAGES, int CV, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     lslu_backward_rows_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                               scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ theta,
-                              const acc_type<scalar_t>* __restrict__ omega, bool shared,
+                              const acc_type<scalar_t>* __restrict__ omega,
                               acc_type<scalar_t>* __restrict__ dtheta_partial,
                               acc_type<scalar_t>* __restrict__ domega_partial, index_t rows, index_t channels,
                               index_t partials) {
@@ -324,7 +322,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int j = 0; j < CV; ++j) {
 #pragma unroll
     for (int s = 0; s < STAGES; ++s) th[j][s] = om[j][s] = dth[j][s] = dom[j][s] = acc_t(0);
-    if (active) load_params<STAGES>(theta, omega, shared, channels, first_channel + j, th[j], om[j]);
+    if (active) load_params<STAGES>(theta, omega, channels, first_channel + j, th[j], om[j]);
   }
 
   const index_t step = partials * index_t(blockDim.y);
@@ -440,11 +438,11 @@ void launch_forward_channel(const LsluArgs& a, int64_t blocks_per_channel, cudaS
   if (needs_int64(numel, blocks * threads)) {
     lslu_forward_channel_kernel<scalar_t, STAGES, VEC, int64_t><<<unsigned(blocks), threads, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.theta),
-        as_params<scalar_t>(a.omega), a.shared, a.outer, a.channels, a.inner, blocks_per_channel);
+        as_params<scalar_t>(a.omega), a.outer, a.channels, a.inner, blocks_per_channel);
   } else {
     lslu_forward_channel_kernel<scalar_t, STAGES, VEC, int32_t><<<unsigned(blocks), threads, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.theta),
-        as_params<scalar_t>(a.omega), a.shared, int32_t(a.outer), int32_t(a.channels), int32_t(a.inner),
+        as_params<scalar_t>(a.omega), int32_t(a.outer), int32_t(a.channels), int32_t(a.inner),
         int32_t(blocks_per_channel));
   }
   check_launch("lslu_forward_channel_kernel");
@@ -460,12 +458,12 @@ void launch_backward_channel(const LsluArgs& a, cudaStream_t stream) {
   if (needs_int64(numel, blocks * threads)) {
     lslu_backward_channel_kernel<scalar_t, STAGES, VEC, int64_t><<<unsigned(blocks), threads, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.grad_output), as_elements<scalar_t>(a.grad_input),
-        as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), a.shared, static_cast<acc_t*>(a.dtheta_partial),
+        as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), static_cast<acc_t*>(a.dtheta_partial),
         static_cast<acc_t*>(a.domega_partial), a.outer, a.channels, a.inner, a.partials);
   } else {
     lslu_backward_channel_kernel<scalar_t, STAGES, VEC, int32_t><<<unsigned(blocks), threads, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.grad_output), as_elements<scalar_t>(a.grad_input),
-        as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), a.shared, static_cast<acc_t*>(a.dtheta_partial),
+        as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), static_cast<acc_t*>(a.dtheta_partial),
         static_cast<acc_t*>(a.domega_partial), int32_t(a.outer), int32_t(a.channels), int32_t(a.inner),
         int32_t(a.partials));
   }
@@ -493,11 +491,11 @@ void launch_forward_rows(const LsluArgs& a, int64_t blocks_per_tile, cudaStream_
   if (needs_int64(numel, blocks * kThreads)) {
     lslu_forward_rows_kernel<scalar_t, STAGES, CV, int64_t><<<unsigned(blocks), block, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.theta),
-        as_params<scalar_t>(a.omega), a.shared, a.outer, a.channels, blocks_per_tile);
+        as_params<scalar_t>(a.omega), a.outer, a.channels, blocks_per_tile);
   } else {
     lslu_forward_rows_kernel<scalar_t, STAGES, CV, int32_t><<<unsigned(blocks), block, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.theta),
-        as_params<scalar_t>(a.omega), a.shared, int32_t(a.outer), int32_t(a.channels), int32_t(blocks_per_tile));
+        as_params<scalar_t>(a.omega), int32_t(a.outer), int32_t(a.channels), int32_t(blocks_per_tile));
   }
   check_launch("lslu_forward_rows_kernel");
 }
@@ -512,12 +510,12 @@ void launch_backward_rows(const LsluArgs& a, cudaStream_t stream) {
   if (needs_int64(numel, blocks * kThreads)) {
     lslu_backward_rows_kernel<scalar_t, STAGES, CV, int64_t><<<unsigned(blocks), block, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.grad_output), as_elements<scalar_t>(a.grad_input),
-        as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), a.shared, static_cast<acc_t*>(a.dtheta_partial),
+        as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), static_cast<acc_t*>(a.dtheta_partial),
         static_cast<acc_t*>(a.domega_partial), a.outer, a.channels, a.partials);
   } else {
     lslu_backward_rows_kernel<scalar_t, STAGES, CV, int32_t><<<unsigned(blocks), block, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.grad_output), as_elements<scalar_t>(a.grad_input),
-        as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), a.shared, static_cast<acc_t*>(a.dtheta_partial),
+        as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), static_cast<acc_t*>(a.dtheta_partial),
         static_cast<acc_t*>(a.domega_partial), int32_t(a.outer), int32_t(a.channels), int32_t(a.partials));
   }
   check_launch("lslu_backward_rows_kernel");
@@ -572,37 +570,15 @@ void backward_typed(const LsluArgs& a, cudaStream_t stream) {
   }
 }
 
-// One instantiation per stage count (the series unrolls into registers).
-template <typename scalar_t>
-void forward_stages(const LsluArgs& a, cudaStream_t stream) {
-  static_assert(kLsluMaxStages == 8, "add the new stage counts to the switches below");
-  switch (a.stages) {
-    case 1: return forward_typed<scalar_t, 1>(a, stream);
-    case 2: return forward_typed<scalar_t, 2>(a, stream);
-    case 3: return forward_typed<scalar_t, 3>(a, stream);
-    case 4: return forward_typed<scalar_t, 4>(a, stream);
-    case 5: return forward_typed<scalar_t, 5>(a, stream);
-    case 6: return forward_typed<scalar_t, 6>(a, stream);
-    case 7: return forward_typed<scalar_t, 7>(a, stream);
-    case 8: return forward_typed<scalar_t, 8>(a, stream);
-    default: throw std::invalid_argument("lslu_kernels: stages must be 1 to 8, got " + std::to_string(a.stages));
-  }
-}
-
-template <typename scalar_t>
-void backward_stages(const LsluArgs& a, cudaStream_t stream) {
-  switch (a.stages) {
-    case 1: return backward_typed<scalar_t, 1>(a, stream);
-    case 2: return backward_typed<scalar_t, 2>(a, stream);
-    case 3: return backward_typed<scalar_t, 3>(a, stream);
-    case 4: return backward_typed<scalar_t, 4>(a, stream);
-    case 5: return backward_typed<scalar_t, 5>(a, stream);
-    case 6: return backward_typed<scalar_t, 6>(a, stream);
-    case 7: return backward_typed<scalar_t, 7>(a, stream);
-    case 8: return backward_typed<scalar_t, 8>(a, stream);
-    default: throw std::invalid_argument("lslu_kernels: stages must be 1 to 8, got " + std::to_string(a.stages));
-  }
-}
+// Entry points for dispatch_lslu (dispatch.h): one instantiation per stage count and dtype.
+struct Forward {
+  template <int STAGES, typename scalar_t>
+  static void run(const LsluArgs& a, cudaStream_t stream) { forward_typed<scalar_t, STAGES>(a, stream); }
+};
+struct Backward {
+  template <int STAGES, typename scalar_t>
+  static void run(const LsluArgs& a, cudaStream_t stream) { backward_typed<scalar_t, STAGES>(a, stream); }
+};
 
 int64_t element_count(const LsluArgs& a) {
   if (a.outer <= 0 || a.channels <= 0 || a.inner <= 0) return 0;
@@ -617,26 +593,12 @@ int64_t lslu_backward_partials_cuda(int64_t outer, int64_t channels, int64_t inn
 
 void lslu_forward_cuda(const LsluArgs& args, void* stream) {
   if (element_count(args) == 0) return;
-  const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);
-  switch (args.dtype) {
-    case DType::Float16: return forward_stages<Half>(args, cuda_stream);
-    case DType::BFloat16: return forward_stages<BFloat16>(args, cuda_stream);
-    case DType::Float32: return forward_stages<float>(args, cuda_stream);
-    case DType::Float64: return forward_stages<double>(args, cuda_stream);
-  }
-  throw std::invalid_argument("lslu_kernels: unknown dtype");
+  dispatch_lslu<Forward>(args, static_cast<cudaStream_t>(stream));
 }
 
 void lslu_backward_cuda(const LsluArgs& args, void* stream) {
   if (element_count(args) == 0) return;
-  const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);
-  switch (args.dtype) {
-    case DType::Float16: return backward_stages<Half>(args, cuda_stream);
-    case DType::BFloat16: return backward_stages<BFloat16>(args, cuda_stream);
-    case DType::Float32: return backward_stages<float>(args, cuda_stream);
-    case DType::Float64: return backward_stages<double>(args, cuda_stream);
-  }
-  throw std::invalid_argument("lslu_kernels: unknown dtype");
+  dispatch_lslu<Backward>(args, static_cast<cudaStream_t>(stream));
 }
 
 }  // namespace lslu_kernels

@@ -34,9 +34,13 @@ def multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
 
 
-def compute_params(x: torch.Tensor, *params: torch.Tensor) -> list[torch.Tensor]:
-    """The parameters as contiguous tensors of the compute dtype (tiny: a cast costs nothing)."""
-    return [p.to(compute_dtype(x)).contiguous() for p in params]
+def compute_params(x: torch.Tensor, channels: int, *params: torch.Tensor) -> list[torch.Tensor]:
+    """The parameters as contiguous per-channel tensors of the compute dtype.
+
+    Shared parameters (channel axis of size 1, the last) are expanded to every
+    channel, so the kernels know one layout; parameters are tiny, the copy costs nothing.
+    """
+    return [p.to(compute_dtype(x)).expand(*p.shape[:-1], channels).contiguous() for p in params]
 
 
 def device_guard(device: torch.device):

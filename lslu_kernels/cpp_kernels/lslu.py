@@ -15,11 +15,11 @@ def _check_stages(ext, theta):
 def lslu_forward(x, theta, omega, *, outer, C, inner):
     ext = extension(x.device)
     _check_stages(ext, theta)
-    theta_c, omega_c = compute_params(x, theta, omega)
+    theta_c, omega_c = compute_params(x, C, theta, omega)
     y = torch.empty_like(x)
     with device_guard(x.device):
         ext.lslu_forward(x.data_ptr(), y.data_ptr(), theta_c.data_ptr(), omega_c.data_ptr(), dtype=dtype_name(x),
-                         outer=outer, channels=C, inner=inner, stages=theta.shape[0], shared=theta.shape[1] == 1,
+                         outer=outer, channels=C, inner=inner, stages=theta.shape[0],
                          launch=launch_arg(x.device))
     return y
 
@@ -27,7 +27,7 @@ def lslu_forward(x, theta, omega, *, outer, C, inner):
 def lslu_backward(grad_output, x, theta, omega, *, outer, C, inner):
     ext = extension(x.device)
     _check_stages(ext, theta)
-    theta_c, omega_c = compute_params(x, theta, omega)
+    theta_c, omega_c = compute_params(x, C, theta, omega)
     grad_x = torch.empty_like(x)
     S = theta.shape[0]
     partials = ext.lslu_backward_partials(outer, C, inner, multiprocessors(x.device))
@@ -37,5 +37,5 @@ def lslu_backward(grad_output, x, theta, omega, *, outer, C, inner):
         ext.lslu_backward(grad_output.data_ptr(), x.data_ptr(), grad_x.data_ptr(), theta_c.data_ptr(),
                           omega_c.data_ptr(), dtheta_partial.data_ptr(), domega_partial.data_ptr(),
                           dtype=dtype_name(x), outer=outer, channels=C, inner=inner, stages=S,
-                          shared=theta.shape[1] == 1, partials=partials, launch=launch_arg(x.device))
+                          partials=partials, launch=launch_arg(x.device))
     return grad_x, sum_partials(dtheta_partial, theta), sum_partials(domega_partial, omega)
