@@ -110,12 +110,17 @@ class BuildExt(build_ext):
         ext.library_dirs = [*ext.library_dirs, str(_cuda_lib_dir(nvcc))]
 
 
+def _sources(backend: str, suffix: str) -> list[str]:
+    """One source per op: csrc/<backend>/<op><suffix>."""
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC / backend).glob(f"*{suffix}"))
+
+
 def _extensions():
     extensions = []
     cpu = _switch("LSLU_KERNELS_BUILD_CPU")
     if cpu != "0":
         ext = Pybind11Extension(
-            "lslu_kernels._C_cpu", [f"{CSRC}/bindings.cpp", f"{CSRC}/cpu/lslu.cpp"],
+            "lslu_kernels._C_cpu", [f"{CSRC}/bindings.cpp", *_sources("cpu", ".cpp")],
             include_dirs=[CSRC], extra_compile_args=CXX_FLAGS, extra_link_args=["-fopenmp"], cxx_std=17)
         ext.lslu_switch = cpu
         extensions.append(ext)
@@ -125,7 +130,7 @@ def _extensions():
         sys.exit("LSLU_KERNELS_BUILD_CUDA=1 but nvcc is not on PATH nor under CUDA_HOME")
     if nvcc is not None:
         ext = Pybind11Extension(
-            "lslu_kernels._C_cuda", [f"{CSRC}/bindings.cpp", f"{CSRC}/cuda/lslu.cu"],
+            "lslu_kernels._C_cuda", [f"{CSRC}/bindings.cpp", *_sources("cuda", ".cu")],
             include_dirs=[CSRC], define_macros=[("LSLU_CUDA", "1")], extra_compile_args=["-O3"],
             # The static CUDA runtime: the extension needs no libcudart at run time.
             libraries=["cudart_static", "dl", "rt", "pthread"], cxx_std=17)

@@ -180,9 +180,9 @@ def main(argv=None):
     if not console.is_terminal:  # a log or a pipe: wide enough for one line per row
         console = Console(width=150)
     bandwidth = copy_bandwidth(device, min_time)
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     meta = dict(device=device_name(device), torch=torch.__version__, triton=_triton_version(),
-                commit=git_commit(), timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                copy_gbps=f"{bandwidth:.1f}")
+                commit=git_commit(), timestamp=now, copy_gbps=f"{bandwidth:.1f}")
     console.print(f"[bold]lslu-kernels benchmark[/] on {meta['device']}; torch {meta['torch']}, "
                   f"triton {meta['triton']}, commit {meta['commit']}; copy bandwidth {bandwidth:.1f} GB/s")
 

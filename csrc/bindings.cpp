@@ -101,4 +101,69 @@ PYBIND11_MODULE(_C_cpu, m) {
       py::arg("channels"), py::arg("inner"), py::arg("stages"), py::arg("partials"),
       py::arg("launch"));
   m.attr("max_lslu_stages") = kLsluMaxStages;
+
+  // ---- pvlu ----
+#if defined(LSLU_CUDA)
+  m.def("pvlu_backward_partials", &pvlu_backward_partials_cuda, py::arg("outer"), py::arg("channels"),
+        py::arg("inner"), py::arg("multiprocessors"));
+#else
+  m.def(
+      "pvlu_backward_partials",
+      [](int64_t outer, int64_t channels, int64_t inner, int /*multiprocessors*/) {
+        return pvlu_backward_partials_cpu(outer, channels, inner);
+      },
+      py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("multiprocessors"));
+#endif
+  m.def(
+      "pvlu_forward",
+      [](uintptr_t x, uintptr_t y, uintptr_t alpha, uintptr_t beta, const std::string& dtype, int64_t outer,
+         int64_t channels, int64_t inner, uintptr_t launch) {
+        PvluArgs args{};
+        args.dtype = dtype_named(dtype);
+        args.outer = outer;
+        args.channels = channels;
+        args.inner = inner;
+        args.alpha = address(alpha);
+        args.beta = address(beta);
+        args.x = address(x);
+        args.y = mutable_address(y);
+        py::gil_scoped_release no_gil;
+#if defined(LSLU_CUDA)
+        pvlu_forward_cuda(args, mutable_address(launch));
+#else
+        pvlu_forward_cpu(args, int(launch));
+#endif
+      },
+      py::arg("x"), py::arg("y"), py::arg("alpha"), py::arg("beta"), py::kw_only(), py::arg("dtype"),
+      py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("launch"));
+  m.def(
+      "pvlu_backward",
+      [](uintptr_t grad_output, uintptr_t x, uintptr_t grad_input, uintptr_t alpha, uintptr_t beta,
+         uintptr_t dalpha_partial, uintptr_t dbeta_partial, const std::string& dtype, int64_t outer,
+         int64_t channels, int64_t inner, int64_t partials, uintptr_t launch) {
+        PvluArgs args{};
+        args.dtype = dtype_named(dtype);
+        args.outer = outer;
+        args.channels = channels;
+        args.inner = inner;
+        args.alpha = address(alpha);
+        args.beta = address(beta);
+        args.grad_output = address(grad_output);
+        args.x = address(x);
+        args.grad_input = mutable_address(grad_input);
+        args.dalpha_partial = mutable_address(dalpha_partial);
+        args.dbeta_partial = mutable_address(dbeta_partial);
+        args.partials = partials;
+        py::gil_scoped_release no_gil;
+#if defined(LSLU_CUDA)
+        pvlu_backward_cuda(args, mutable_address(launch));
+#else
+        pvlu_backward_cpu(args, int(launch));
+#endif
+      },
+      py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("alpha"), py::arg("beta"),
+      py::arg("dalpha_partial"), py::arg("dbeta_partial"), py::kw_only(), py::arg("dtype"), py::arg("outer"),
+      py::arg("channels"), py::arg("inner"), py::arg("partials"), py::arg("launch"));
+
+  // ---- pwlu ----
 }

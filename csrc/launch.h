@@ -42,4 +42,34 @@ int64_t lslu_backward_partials_cuda(int64_t outer, int64_t channels, int64_t inn
 void lslu_forward_cuda(const LsluArgs& args, void* stream);
 void lslu_backward_cuda(const LsluArgs& args, void* stream);
 
+// ---- pvlu (SPEC.md 1.2) ----
+
+// alpha, beta: (channels,) in the compute type. Backward writes (partials, channels)
+// partial sums of dL/dalpha and dL/dbeta, every entry.
+struct PvluArgs {
+  DType dtype;
+  int64_t outer, channels, inner;
+  const void* alpha;
+  const void* beta;
+  // forward
+  const void* x;
+  void* y;
+  // backward (also reads x)
+  const void* grad_output;
+  void* grad_input;
+  void* dalpha_partial;
+  void* dbeta_partial;
+  int64_t partials;
+};
+
+int64_t pvlu_backward_partials_cpu(int64_t outer, int64_t channels, int64_t inner);
+void pvlu_forward_cpu(const PvluArgs& args, int threads);
+void pvlu_backward_cpu(const PvluArgs& args, int threads);
+
+int64_t pvlu_backward_partials_cuda(int64_t outer, int64_t channels, int64_t inner, int multiprocessors);
+void pvlu_forward_cuda(const PvluArgs& args, void* stream);
+void pvlu_backward_cuda(const PvluArgs& args, void* stream);
+
+// ---- pwlu (SPEC.md 1.3) ----
+
 }  // namespace lslu_kernels

@@ -1,8 +1,8 @@
 """lslu-kernels: fused kernels for learnable activation functions (LSLU, PVLU, PWLU)."""
 
 from ._backends import available_backends
-from .functional import lslu
-from .modules import LSLU
+from .functional import lslu, pvlu, pwlu
+from .modules import LSLU, PVLU, PWLU
 
-__all__ = ["LSLU", "available_backends", "lslu"]
+__all__ = ["LSLU", "PVLU", "PWLU", "available_backends", "lslu", "pvlu", "pwlu"]
 __version__ = "0.1.0"

@@ -1,6 +1,81 @@
-"""Parity assertions against the float64 reference, with SPEC.md section 3 tolerances."""
+"""Parity of any activation against its float64 reference, with SPEC.md section 3 tolerances.
+
+Shared by the test module of every op: the layouts and dtypes every backend
+must serve, and the checks of an op's output and of each gradient.
+"""
 
 import torch
+
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+
+def _contiguous(t):
+    return t
+
+
+def _channels_last(t):
+    return t.to(memory_format=torch.channels_last)
+
+
+def _every_other_column(t):  # not dense: the dispatch layer copies it
+    return t[..., ::2]
+
+
+def _storage_offset(t):  # dense, but starts one row into its storage
+    return t[1:]
+
+
+# (id, shape before the layout change, channel_dim, layout change)
+LAYOUTS = [
+    ("nchw", (2, 5, 7, 3), 1, _contiguous),
+    ("channels_last", (2, 5, 7, 3), 1, _channels_last),
+    ("channels_last_wide", (1, 67, 3, 5), 1, _channels_last),
+    ("blc", (3, 11, 13), -1, _contiguous),
+    ("chw", (13, 4, 5), 0, _contiguous),
+    ("vector", (17,), 0, _contiguous),
+    ("single_element", (1,), 0, _contiguous),
+    ("one_channel", (7, 1), 1, _contiguous),
+    ("many_rows", (16, 33, 2, 3), 1, _contiguous),  # more rows than the cpu backend's 256 partials
+    ("channels_last_many_rows", (8, 5, 9, 7), 1, _channels_last),
+    ("long_rows", (1, 2, 3 * 2**14 + 5), 1, _contiguous),  # rows longer than the cpu backend's chunks
+    ("strided", (2, 3, 5, 8), 1, _every_other_column),
+    ("storage_offset", (4, 6, 5), 1, _storage_offset),
+]
+
+
+# Small shapes: gradcheck runs one backward per output element.
+GRADCHECK_LAYOUTS = [
+    ("nchw", (2, 3, 2, 3), 1, _contiguous),
+    ("channels_last", (2, 3, 2, 3), 1, _channels_last),
+    ("blc", (2, 3, 5), -1, _contiguous),
+]
+
+
+def forward_backward(op, x, params, grad_output, **kwargs):
+    """Output and gradients of ``op`` (e.g. ``lk.lslu``) at (x, *params), all leaves of a fresh graph."""
+    leaves = [t.detach().clone().requires_grad_() for t in (x, *params)]
+    y = op(*leaves, **kwargs)
+    y.backward(grad_output)
+    return y.detach(), [t.grad for t in leaves]
+
+
+def reference_float64(op, x, params, grad_output, channel_dim):
+    as64 = [t.detach().to(torch.float64) for t in (x, *params)]
+    return forward_backward(op, as64[0], as64[1:], grad_output.to(torch.float64),
+                            channel_dim=channel_dim, backend="reference")
+
+
+def check_parity(op, x, params, channel_dim, backend, label):
+    """Output, grad_input and every parameter gradient of ``backend`` against the float64 reference."""
+    grad_output = torch.randn(x.shape, dtype=torch.float64).to(x.device, x.dtype)
+    y, grads = forward_backward(op, x, params, grad_output, channel_dim=channel_dim, backend=backend)
+    y_ref, grads_ref = reference_float64(op, x, params, grad_output, channel_dim)
+    assert_elementwise(y, y_ref, x.dtype, f"{label}: output")
+    assert_elementwise(grads[0], grads_ref[0], x.dtype, f"{label}: grad_input")
+    for name, p, g, g_ref in zip(op.param_names, params, grads[1:], grads_ref[1:]):
+        assert_reduction(g, g_ref, x.dtype, p.dtype, f"{label}: grad_{name}")
+    return y
+
 
 # (explicit mantissa bits, exponent of the smallest normal number)
 _FORMATS = {torch.float16: (10, -14), torch.bfloat16: (7, -126)}
@@ -59,4 +134,5 @@ def assert_reduction(actual: torch.Tensor, expected: torch.Tensor, x_dtype: torc
     a, e = _same_non_finite(actual, expected, label)
     err = torch.linalg.vector_norm(a - e).item()
     norm = torch.linalg.vector_norm(e).item()
-    assert err <= rtol * norm, f"{label}: relative error {err / max(norm, 1e-300):.3g} > {rtol} (|expected| = {norm:.3g})"
+    assert err <= rtol * norm, (
+        f"{label}: relative error {err / max(norm, 1e-300):.3g} > {rtol} (|expected| = {norm:.3g})")

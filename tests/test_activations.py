@@ -1,0 +1,174 @@
+"""What every activation must do on every kernel backend (SPEC.md section 3), against its float64 reference.
+
+Parameterised by op (tests/ops.py) and kernel backend (conftest.py); the
+op-specific properties live in test_<op>.py.
+"""
+
+import pytest
+import torch
+from conftest import KERNEL_BACKENDS, backend_device
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ops import OPS
+from parity import DTYPES, GRADCHECK_LAYOUTS, LAYOUTS, check_parity, forward_backward
+
+PARITY_CASES = [(op, variant) for op in OPS for variant in op.variants]
+
+
+@pytest.fixture(params=OPS, ids=str)
+def op(request):
+    return request.param
+
+
+def _param_dtype(x_dtype):
+    # Half-type activations come with float32 parameters (mixed precision).
+    return torch.float32 if x_dtype in (torch.float16, torch.bfloat16) else x_dtype
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per_channel", "shared"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=[case[0] for case in LAYOUTS])
+@pytest.mark.parametrize("case", PARITY_CASES, ids=[f"{op}-{variant}" for op, variant in PARITY_CASES])
+def test_parity(kernel_backend, case, layout, dtype, shared):
+    op, variant = case
+    name, shape, channel_dim, change_layout = layout
+    device = backend_device(kernel_backend)
+    x = change_layout((2 * torch.randn(shape, dtype=torch.float64)).to(device, dtype))
+    params = op.make_params(x.shape[channel_dim], variant, shared=shared, dtype=_param_dtype(dtype), device=device)
+    y = check_parity(op.fn, x, params, channel_dim, kernel_backend, f"{op} {variant} {kernel_backend} {name} {dtype}")
+    expected = torch.empty_like(x) if name != "strided" else torch.empty(x.shape)
+    assert y.stride() == expected.stride(), f"output strides {y.stride()} for input strides {x.stride()}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_parameters(kernel_backend, op, dtype):
+    """Parameters in a half type: computed in float32 all the same, gradients rounded to their dtype."""
+    device = backend_device(kernel_backend)
+    x = 2 * torch.randn(3, 6, 5, device=device, dtype=dtype)
+    params = op.make_params(6, op.variants[0], dtype=dtype, device=device)
+    grad_output = torch.randn_like(x)
+    y, grads = forward_backward(op.fn, x, params, grad_output, backend=kernel_backend)
+    y32, grads32 = forward_backward(op.fn, x, [p.float() for p in params], grad_output, backend=kernel_backend)
+    assert torch.equal(y, y32), "output differs from the one with float32 copies of the parameters"
+    for name, g, g32 in zip(("input", *op.fn.param_names), grads, grads32):
+        assert g.dtype == dtype, f"grad_{name}: dtype {g.dtype}"
+        assert torch.equal(g, g32.to(g.dtype)), f"grad_{name} differs from float32 parameters' result rounded"
+
+
+@settings(max_examples=20, deadline=None)
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4), data=st.data())
+def test_parity_random_shapes(shape, data):
+    """Any shape, any channel axis, any op and variant, contiguous float32 (hypothesis)."""
+    for backend in KERNEL_BACKENDS:
+        op, variant = data.draw(st.sampled_from(PARITY_CASES), label="op, variant")
+        channel_dim = data.draw(st.integers(-len(shape), len(shape) - 1), label="channel_dim")
+        device = backend_device(backend)
+        x = 2 * torch.randn(shape, device=device)
+        params = op.make_params(shape[channel_dim], variant, device=device)
+        check_parity(op.fn, x, params, channel_dim, backend, f"{op} {variant} {backend} {shape} dim {channel_dim}")
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per_channel", "shared"])
+def test_nan_and_inf_propagate_as_in_the_reference(kernel_backend, op, shared):
+    """NaN and ±inf inputs give the reference's outputs and gradients, NaN exactly where it has NaN."""
+    device = backend_device(kernel_backend)
+    row = [float("nan"), 1.0, -1.0, float("inf"), -float("inf"), 0.5, 0.0]
+    x = torch.tensor([row] * 3, dtype=torch.float64).T.contiguous()  # channels along axis 1
+    params = op.make_params(3, op.variants[0], shared=shared, dtype=torch.float64)
+    check_parity(op.fn, x.to(device), [p.to(device) for p in params], 1, kernel_backend, f"{op} NaN and inf")
+
+
+@pytest.mark.parametrize("layout", GRADCHECK_LAYOUTS, ids=[case[0] for case in GRADCHECK_LAYOUTS])
+@pytest.mark.parametrize("shared", [False, True], ids=["per_channel", "shared"])
+def test_gradcheck(kernel_backend, op, layout, shared):
+    name, shape, channel_dim, change_layout = layout
+    device = backend_device(kernel_backend)
+    x = change_layout(torch.randn(shape, dtype=torch.float64, device=device)).requires_grad_()
+    params = [p.requires_grad_() for p in op.make_params(
+        x.shape[channel_dim], op.variants[0], shared=shared, dtype=torch.float64, device=device)]
+    assert torch.autograd.gradcheck(
+        lambda *inputs: op.fn(*inputs, channel_dim=channel_dim, backend=kernel_backend), (x, *params))
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per_channel", "shared"])
+def test_backward_is_deterministic(kernel_backend, op, shared):
+    device = backend_device(kernel_backend)
+    for x in (torch.randn(4, 33, 10, 10, device=device).to(memory_format=torch.channels_last),
+              torch.randn(3, 17, 301, device=device)):
+        params = op.make_params(x.shape[1], op.variants[0], shared=shared, device=device)
+        grad_output = torch.randn_like(x)
+        _, first = forward_backward(op.fn, x, params, grad_output, backend=kernel_backend)
+        _, second = forward_backward(op.fn, x, params, grad_output, backend=kernel_backend)
+        for name, a, b in zip(("input", *op.fn.param_names), first, second):
+            assert torch.equal(a, b), f"grad_{name} differs between two identical backward calls"
+
+
+def test_cpu_result_does_not_depend_on_the_thread_count(op):
+    if "cpu" not in KERNEL_BACKENDS:
+        pytest.skip("cpu backend not built")
+    x = torch.randn(6, 37, 11, 13)
+    params = op.make_params(37, op.variants[0])
+    grad_output = torch.randn_like(x)
+    threads = torch.get_num_threads()
+    try:
+        for layout_x in (x, x.to(memory_format=torch.channels_last)):
+            results = []
+            for n in (1, 2, 3):
+                torch.set_num_threads(n)
+                results.append(forward_backward(op.fn, layout_x, params, grad_output, backend="cpu"))
+            for n, (y, grads) in zip((2, 3), results[1:]):
+                assert torch.equal(y, results[0][0]), f"output with {n} threads differs from 1 thread"
+                for name, a, b in zip(("input", *op.fn.param_names), grads, results[0][1]):
+                    assert torch.equal(a, b), f"grad_{name} with {n} threads differs from 1 thread"
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(kernel_backend, op, requires_grad):
+    device = backend_device(kernel_backend)
+    for x, channel_dim in [(torch.randn(2, 5, 3, 4, device=device), 1),
+                           (torch.randn(2, 5, 3, 4, device=device).to(memory_format=torch.channels_last), 1),
+                           (torch.randn(3, 4, 6, device=device, dtype=torch.float16), 2)]:
+        params = [p.requires_grad_(requires_grad)
+                  for p in op.make_params(x.shape[channel_dim], op.variants[0], device=device)]
+        args = (x.requires_grad_(requires_grad), *params, channel_dim, kernel_backend)
+        torch.library.opcheck(op.fn.forward_op, args)
+        # Autograd runs the backward op on tensors that do not require grad
+        # (double backward is not supported and says so).
+        grad_output = torch.randn_like(x)
+        detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+        torch.library.opcheck(op.fn.backward_op, (grad_output, *detached))
+
+
+class _Activation(torch.nn.Module):
+    """An op with its parameters as a module, for the compile test (every op has its own module too)."""
+
+    def __init__(self, op, params, backend):
+        super().__init__()
+        self.fn, self.backend = op.fn, backend
+        self.params = torch.nn.ParameterList(params)
+
+    def forward(self, x):
+        return self.fn(x, *self.params, backend=self.backend)
+
+
+def test_torch_compile_fullgraph(kernel_backend, op):
+    """A small CNN using the op compiles without graph breaks and matches eager, gradients included."""
+    device = backend_device(kernel_backend)
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), _Activation(op, op.make_params(8, op.variants[0]), kernel_backend),
+        torch.nn.Conv2d(8, 4, 1), _Activation(op, op.make_params(4, op.variants[0], shared=True), kernel_backend),
+    ).to(device)
+    x = torch.randn(2, 3, 6, 5, device=device)
+    compiled = torch.compile(model, fullgraph=True)
+    y = compiled(x)
+    y.square().sum().backward()
+    compiled_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    y_eager = model(x)
+    y_eager.square().sum().backward()
+    torch.testing.assert_close(y, y_eager, rtol=1e-5, atol=1e-6, msg="compiled output")
+    for (name, p), g in zip(model.named_parameters(), compiled_grads):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6, msg=f"compiled grad of {name}")

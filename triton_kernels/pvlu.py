@@ -1,0 +1,105 @@
+"""PVLU in Triton (SPEC.md 1.2): forward, and a one-pass backward with per-channel alpha/beta sums.
+
+``tl.sin`` / ``tl.cos`` lower to libdevice's accurate ``__nv_sinf`` / ``__nv_sin`` (and cosines), with
+the full argument reduction for large arguments, not to the approximate ``sin.approx.f32``
+(``__sinf``); the interpreter uses NumPy's.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .._layout import sum_partials
+from ..reference import compute_dtype
+from .common import reduction_programs, relu, tile_config, tile_offsets
+
+
+@triton.jit
+def _load_channel(P, c, c_mask, p_stride_c, COMPUTE: tl.constexpr):
+    """A ``(C,)`` or shared ``(1,)`` parameter at channels ``c``, shaped to broadcast over a tile."""
+    return tl.load(P + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)[None, :, None]
+
+
+@triton.jit
+def _pvlu_forward_kernel(X, Y, ALPHA, BETA, outer, C, inner, n_i_blocks, n_tiles, p_stride_c,
+                         COMPUTE: tl.constexpr,
+                         BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+                         INT64: tl.constexpr):
+    pid = tl.program_id(0)
+    offsets, mask, c = tile_offsets(pid % n_tiles, pid // n_tiles, outer, C, inner, n_i_blocks,
+                                    BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+    x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
+    alpha = _load_channel(ALPHA, c, c < C, p_stride_c, COMPUTE)
+    beta = _load_channel(BETA, c, c < C, p_stride_c, COMPUTE)
+    y = relu(x) + alpha * tl.sin(beta * x)
+    tl.store(Y + offsets, y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _pvlu_backward_kernel(X, DY, DX, ALPHA, BETA, DALPHA_PARTIAL, DBETA_PARTIAL,
+                          outer, C, inner, n_i_blocks, n_tiles, n_programs, p_stride_c,
+                          COMPUTE: tl.constexpr,
+                          BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+                          INT64: tl.constexpr):
+    pid = tl.program_id(0)
+    program = pid % n_programs
+    cb = pid // n_programs
+    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    alpha = _load_channel(ALPHA, c, c_mask, p_stride_c, COMPUTE)
+    beta = _load_channel(BETA, c, c_mask, p_stride_c, COMPUTE)
+    # This program's running sums of dL/dalpha and dL/dbeta for its channels.
+    dalpha = tl.zeros([BLOCK_C], dtype=COMPUTE)
+    dbeta = tl.zeros([BLOCK_C], dtype=COMPUTE)
+    for t in range(program, n_tiles, n_programs):
+        offsets, mask, _ = tile_offsets(t, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+        x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
+        g = tl.load(DY + offsets, mask=mask, other=0.0).to(COMPUTE)
+        # Masked lanes have x = 0 and g = 0 and add nothing.
+        bx = beta * x
+        sin_bx = tl.sin(bx)
+        g_cos_bx = g * tl.cos(bx)
+        # relu'(0) = 0, and a NaN x passes the gradient on, as torch.relu's backward does.
+        dx = tl.where(x <= 0, 0.0, g) + g_cos_bx * alpha * beta
+        tl.store(DX + offsets, dx.to(DX.dtype.element_ty), mask=mask)
+        dalpha += tl.sum(tl.sum(g * sin_bx, axis=2), axis=0)
+        dbeta += tl.sum(tl.sum(g_cos_bx * alpha * x, axis=2), axis=0)
+    partial = program * C + c
+    tl.store(DALPHA_PARTIAL + partial, dalpha, mask=c_mask)
+    tl.store(DBETA_PARTIAL + partial, dbeta, mask=c_mask)
+
+
+def _channel_stride(p: torch.Tensor) -> int:
+    """Stride between channels of a contiguous ``(C,)`` parameter, 0 when it is shared ``(1,)``."""
+    return 0 if p.shape[0] == 1 else 1
+
+
+def _compute(x: torch.Tensor):
+    return tl.float64 if compute_dtype(x) == torch.float64 else tl.float32
+
+
+def pvlu_forward(x, alpha, beta, *, outer, C, inner):
+    y = torch.empty_like(x)
+    cfg = tile_config(outer, C, inner, x.numel())
+    grid = (cfg["n_tiles"] * cfg["n_c_blocks"],)
+    _pvlu_forward_kernel[grid](
+        x, y, alpha, beta, outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], _channel_stride(alpha),
+        COMPUTE=_compute(x),
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"])
+    return y
+
+
+def pvlu_backward(grad_output, x, alpha, beta, *, outer, C, inner):
+    grad_x = torch.empty_like(x)
+    cfg = tile_config(outer, C, inner, x.numel())
+    n_programs = reduction_programs(x.device, cfg["n_tiles"], cfg["n_c_blocks"])
+    partial_dtype = compute_dtype(x)
+    dalpha_partial = torch.empty((n_programs, C), dtype=partial_dtype, device=x.device)
+    dbeta_partial = torch.empty((n_programs, C), dtype=partial_dtype, device=x.device)
+    grid = (n_programs * cfg["n_c_blocks"],)
+    _pvlu_backward_kernel[grid](
+        x, grad_output, grad_x, alpha, beta, dalpha_partial, dbeta_partial,
+        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, _channel_stride(alpha),
+        COMPUTE=_compute(x),
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"])
+    return grad_x, sum_partials(dalpha_partial, alpha), sum_partials(dbeta_partial, beta)
