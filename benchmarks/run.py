@@ -1,4 +1,4 @@
-"""The main job: every LSLU backend against eager PyTorch, torch.compile and the copy bandwidth.
+"""The main job: every backend of every activation against eager PyTorch, torch.compile and the copy bandwidth.
 
     python benchmarks/run.py            # the full sweep for this machine's device
     python benchmarks/run.py --quick    # one small shape per case
@@ -18,6 +18,7 @@ import argparse
 import csv
 import dataclasses
 import datetime
+import functools
 import math
 import pathlib
 import platform
@@ -43,27 +44,60 @@ PASSES = {"forward": 2, "backward": 3, "forward+backward": 5}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _lslu_params(stages):
+    def make(channels, device):  # a little away from the identity
+        return [1.0 + 0.1 * torch.randn(stages, channels, device=device),
+                0.1 * torch.randn(stages, channels, device=device)]
+    return make
+
+
+def _pvlu_params(channels, device):
+    return [0.1 * torch.randn(channels, device=device), 1.0 + 0.1 * torch.randn(channels, device=device)]
+
+
+def _pwlu_params(intervals):
+    def make(channels, device):  # realigned on a standard normal input, then perturbed
+        knots = torch.linspace(-3, 3, intervals + 1, device=device)
+        points = torch.relu(knots).expand(channels, -1) + 0.05 * torch.randn(channels, intervals + 1, device=device)
+        return [points, torch.full((channels,), -3.0, device=device), torch.full((channels,), 3.0, device=device),
+                0.05 * torch.randn(channels, device=device), 1.0 + 0.05 * torch.randn(channels, device=device)]
+    return make
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """An activation as benchmarked: its public function, its reference and a parameter factory."""
+    label: str  # e.g. "lslu S=3"
+    fn: Callable[..., torch.Tensor]
+    reference: Callable[..., torch.Tensor]
+    make_params: Callable[[int, torch.device], list[torch.Tensor]]
+
+
+OPS = [
+    Op("lslu S=1", lk.lslu, reference.lslu, _lslu_params(1)),
+    Op("lslu S=3", lk.lslu, reference.lslu, _lslu_params(3)),
+    Op("pvlu", lk.pvlu, reference.pvlu, _pvlu_params),
+    Op("pwlu N=16", lk.pwlu, reference.pwlu, _pwlu_params(16)),
+]
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
-    op: str
+    op: Op
     shape: tuple[int, ...]
     layout: str  # "nchw", "channels_last" or "blc" (channel axis last)
-    num_stages: int
     dtype: str
 
     @property
     def channel_dim(self) -> int:
         return -1 if self.layout == "blc" else 1
 
-    def make_inputs(self, device: torch.device):
-        """x, theta, omega (per channel, a little away from the identity), all requiring grad."""
+    def make_inputs(self, device: torch.device) -> list[torch.Tensor]:
+        """x and the op's per-channel parameters (float32), all requiring grad."""
         x = torch.randn(self.shape, device=device, dtype=DTYPES[self.dtype])
         if self.layout == "channels_last":
             x = x.to(memory_format=torch.channels_last)
-        channels = self.shape[self.channel_dim]
-        theta = 1.0 + 0.1 * torch.randn(self.num_stages, channels, device=device)
-        omega = 0.1 * torch.randn(self.num_stages, channels, device=device)
-        return [t.requires_grad_() for t in (x, theta, omega)]
+        return [t.requires_grad_() for t in (x, *self.op.make_params(self.shape[self.channel_dim], device))]
 
 
 def cases(device: torch.device, quick: bool) -> list[Case]:
@@ -77,22 +111,21 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
     dtypes = ["float32", "bfloat16"] + (["float16"] if device.type == "cuda" else [])
     out = []
     for dtype in dtypes:
-        for num_stages in (1, 3):
-            out += [Case("lslu", s, layout, num_stages, dtype) for s in cnn for layout in ("nchw", "channels_last")]
-            out += [Case("lslu", s, "blc", num_stages, dtype) for s in blc]
+        for op in OPS:
+            out += [Case(op, s, layout, dtype) for s in cnn for layout in ("nchw", "channels_last")]
+            out += [Case(op, s, "blc", dtype) for s in blc]
     return out
 
 
-def providers(device: torch.device) -> dict[str, Callable]:
-    """Name -> ``fn(x, theta, omega, channel_dim)`` for everything timed on ``device``."""
+def providers(device: torch.device, op: Op) -> dict[str, Callable]:
+    """Name -> ``fn(x, *params, channel_dim=...)`` for everything timed on ``device``."""
     out = {}
     for name, backend in _backends.backends().items():
         if name != "reference" and backend.serves_device(device.type):
-            out[name] = lambda x, th, om, cd, name=name: lk.lslu(x, th, om, channel_dim=cd, backend=name)
-    compiled = torch.compile(reference.lslu, dynamic=False)
-    out["eager"] = lambda x, th, om, cd: reference.lslu(x, th, om, channel_dim=cd)
-    out["torch.compile"] = lambda x, th, om, cd: compiled(x, th, om, channel_dim=cd)
-    out["torch.relu"] = lambda x, th, om, cd: torch.relu(x)
+            out[name] = functools.partial(op.fn, backend=name)
+    out["eager"] = op.reference
+    out["torch.compile"] = torch.compile(op.reference, dynamic=False)
+    out["torch.relu"] = lambda x, *params, channel_dim: torch.relu(x)
     return out
 
 
@@ -127,9 +160,8 @@ def copy_bandwidth(device: torch.device, min_time: float) -> float:
 
 
 def time_case(case: Case, provider: Callable, mode: str, device: torch.device, min_time: float):
-    x, theta, omega = case.make_inputs(device)
-    inputs = (x, theta, omega)
-    forward = lambda: provider(x, theta, omega, case.channel_dim)  # noqa: E731
+    inputs = case.make_inputs(device)
+    forward = lambda: provider(*inputs, channel_dim=case.channel_dim)  # noqa: E731
     if mode == "forward":
         return measure(forward, device, min_time)
     y = forward()
@@ -169,6 +201,7 @@ def results_path(device: torch.device) -> pathlib.Path:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one small shape per case")
+    parser.add_argument("--ops", nargs="+", default=None, help="only these ops (e.g. lslu pwlu)")
     parser.add_argument("--min-time", type=float, default=None, help="seconds to time each measurement")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="CSV to append to (default: per device)")
     parser.add_argument("--no-save", action="store_true", help="print the table only")
@@ -186,17 +219,18 @@ def main(argv=None):
     console.print(f"[bold]lslu-kernels benchmark[/] on {meta['device']}; torch {meta['torch']}, "
                   f"triton {meta['triton']}, commit {meta['commit']}; copy bandwidth {bandwidth:.1f} GB/s")
 
-    work = [(c, p, m) for c in cases(device, args.quick) for p in providers(device) for m in MODES]
+    chosen = [c for c in cases(device, args.quick) if args.ops is None or c.op.label.split()[0] in args.ops]
+    work = [(c, p, m) for c in chosen for p in providers(device, c.op) for m in MODES]
     rows = []
     timed_case = None
     for case, name, mode in track(work, description="timing", console=console, transient=True):
         if case != timed_case:  # a fresh torch.compile per case: no recompilation limit is hit
             torch._dynamo.reset()
-            timed, timed_case = providers(device), case
+            timed, timed_case = providers(device, case.op), case
         median, q20, q80 = time_case(case, timed[name], mode, device, min_time)
         nbytes = PASSES[mode] * math.prod(case.shape) * torch.empty((), dtype=DTYPES[case.dtype]).element_size()
         gbps = nbytes / (median * 1e-3) / 1e9
-        rows.append(dict(op=case.op, stages=case.num_stages, provider=name, mode=mode, dtype=case.dtype,
+        rows.append(dict(op=case.op.label, provider=name, mode=mode, dtype=case.dtype,
                          shape="x".join(map(str, case.shape)), layout=case.layout,
                          median_ms=f"{median:.4f}", q20_ms=f"{q20:.4f}", q80_ms=f"{q80:.4f}",
                          gbps=f"{gbps:.1f}", pct_copy_bw=f"{100 * gbps / bandwidth:.1f}", **meta))
@@ -219,10 +253,10 @@ def summary_table(rows: list[dict]) -> Table:
     table = Table(title="median ms (% of copy bandwidth) [speedup over eager]")
     for column in ("case", "provider", *MODES):
         table.add_column(column, justify="left" if column in ("case", "provider") else "right")
-    by_key = {(r["op"], r["stages"], r["dtype"], r["shape"], r["layout"], r["provider"], r["mode"]): r for r in rows}
+    by_key = {(r["op"], r["dtype"], r["shape"], r["layout"], r["provider"], r["mode"]): r for r in rows}
     seen = []
     for r in rows:
-        key = (r["op"], r["stages"], r["dtype"], r["shape"], r["layout"], r["provider"])
+        key = (r["op"], r["dtype"], r["shape"], r["layout"], r["provider"])
         if key in seen:
             continue
         seen.append(key)
@@ -231,8 +265,7 @@ def summary_table(rows: list[dict]) -> Table:
             row, eager = by_key[(*key, mode)], by_key[(*key[:-1], "eager", mode)]
             speedup = float(eager["median_ms"]) / float(row["median_ms"])
             cells.append(f"{float(row['median_ms']):.3f} ({row['pct_copy_bw']}%) [{speedup:.2f}x]")
-        case = f"{key[0]} S={key[1]} {key[2]} {key[3]} {key[4]}"
-        table.add_row(case, key[5], *cells, end_section=key[5] == "torch.relu")
+        table.add_row(" ".join(key[:4]), key[4], *cells, end_section=key[4] == "torch.relu")
     return table
 
 

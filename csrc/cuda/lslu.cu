@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
@@ -585,6 +586,20 @@ int64_t element_count(const LsluArgs& a) {
   return a.outer * a.channels * a.inner;
 }
 
+// Backward of an empty tensor still writes every partial entry (launch.h): zeros.
+void zero_partials(const LsluArgs& a, cudaStream_t stream) {
+  if (a.partials <= 0 || a.stages <= 0 || a.channels <= 0) return;
+  const size_t bytes = size_t(a.partials) * size_t(a.stages) * size_t(a.channels) *
+                       (a.dtype == DType::Float64 ? sizeof(double) : sizeof(float));
+  for (void* partial : {a.dtheta_partial, a.domega_partial}) {
+    const cudaError_t err = cudaMemsetAsync(partial, 0, bytes, stream);
+    if (err != cudaSuccess) {
+      throw std::runtime_error(std::string("lslu_kernels: zeroing the partial sums failed: ") +
+                               cudaGetErrorString(err));
+    }
+  }
+}
+
 }  // namespace
 
 int64_t lslu_backward_partials_cuda(int64_t outer, int64_t channels, int64_t inner, int multiprocessors) {
@@ -597,7 +612,7 @@ void lslu_forward_cuda(const LsluArgs& args, void* stream) {
 }
 
 void lslu_backward_cuda(const LsluArgs& args, void* stream) {
-  if (element_count(args) == 0) return;
+  if (element_count(args) == 0) return zero_partials(args, static_cast<cudaStream_t>(stream));
   dispatch_lslu<Backward>(args, static_cast<cudaStream_t>(stream));
 }
 
