@@ -166,4 +166,80 @@ PYBIND11_MODULE(_C_cpu, m) {
       py::arg("channels"), py::arg("inner"), py::arg("partials"), py::arg("launch"));
 
   // ---- pwlu ----
+  m.def(
+      "pwlu_backward_partials",
+      [](const std::string& dtype, int64_t outer, int64_t channels, int64_t inner, int intervals,
+         int multiprocessors) -> int64_t {
+#if defined(LSLU_CUDA)
+        return pwlu_backward_partials_cuda(dtype_named(dtype), outer, channels, inner, intervals, multiprocessors);
+#else
+        (void)dtype, (void)intervals, (void)multiprocessors;
+        return pwlu_backward_partials_cpu(outer, channels, inner);
+#endif
+      },
+      py::arg("dtype"), py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("intervals"),
+      py::arg("multiprocessors"));
+  m.def(
+      "pwlu_forward",
+      [](uintptr_t x, uintptr_t y, uintptr_t points, uintptr_t left_bound, uintptr_t right_bound,
+         uintptr_t left_slope, uintptr_t right_slope, const std::string& dtype, int64_t outer, int64_t channels,
+         int64_t inner, int intervals, uintptr_t launch) {
+        PwluArgs args{};
+        args.dtype = dtype_named(dtype);
+        args.outer = outer;
+        args.channels = channels;
+        args.inner = inner;
+        args.intervals = intervals;
+        args.points = address(points);
+        args.left_bound = address(left_bound);
+        args.right_bound = address(right_bound);
+        args.left_slope = address(left_slope);
+        args.right_slope = address(right_slope);
+        args.x = address(x);
+        args.y = mutable_address(y);
+        py::gil_scoped_release no_gil;
+#if defined(LSLU_CUDA)
+        pwlu_forward_cuda(args, mutable_address(launch));
+#else
+        pwlu_forward_cpu(args, int(launch));
+#endif
+      },
+      py::arg("x"), py::arg("y"), py::arg("points"), py::arg("left_bound"), py::arg("right_bound"),
+      py::arg("left_slope"), py::arg("right_slope"), py::kw_only(), py::arg("dtype"), py::arg("outer"),
+      py::arg("channels"), py::arg("inner"), py::arg("intervals"), py::arg("launch"));
+  m.def(
+      "pwlu_backward",
+      [](uintptr_t grad_output, uintptr_t x, uintptr_t grad_input, uintptr_t points, uintptr_t left_bound,
+         uintptr_t right_bound, uintptr_t left_slope, uintptr_t right_slope, uintptr_t dpoints_partial,
+         uintptr_t dscalars_partial, const std::string& dtype, int64_t outer, int64_t channels, int64_t inner,
+         int intervals, int64_t partials, uintptr_t launch) {
+        PwluArgs args{};
+        args.dtype = dtype_named(dtype);
+        args.outer = outer;
+        args.channels = channels;
+        args.inner = inner;
+        args.intervals = intervals;
+        args.points = address(points);
+        args.left_bound = address(left_bound);
+        args.right_bound = address(right_bound);
+        args.left_slope = address(left_slope);
+        args.right_slope = address(right_slope);
+        args.grad_output = address(grad_output);
+        args.x = address(x);
+        args.grad_input = mutable_address(grad_input);
+        args.dpoints_partial = mutable_address(dpoints_partial);
+        args.dscalars_partial = mutable_address(dscalars_partial);
+        args.partials = partials;
+        py::gil_scoped_release no_gil;
+#if defined(LSLU_CUDA)
+        pwlu_backward_cuda(args, mutable_address(launch));
+#else
+        pwlu_backward_cpu(args, int(launch));
+#endif
+      },
+      py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("points"), py::arg("left_bound"),
+      py::arg("right_bound"), py::arg("left_slope"), py::arg("right_slope"), py::arg("dpoints_partial"),
+      py::arg("dscalars_partial"), py::kw_only(), py::arg("dtype"), py::arg("outer"), py::arg("channels"),
+      py::arg("inner"), py::arg("intervals"), py::arg("partials"), py::arg("launch"));
+  m.attr("max_pwlu_intervals") = kPwluMaxIntervals;
 }

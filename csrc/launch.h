@@ -72,4 +72,42 @@ void pvlu_backward_cuda(const PvluArgs& args, void* stream);
 
 // ---- pwlu (SPEC.md 1.3) ----
 
+// The C++ backends serve 1 to this many intervals N (the CUDA backward keeps N + 5 sums per
+// thread in shared memory).
+constexpr int kPwluMaxIntervals = 64;
+
+// points: (channels, intervals + 1); the bounds and slopes: (channels,); all contiguous in
+// the compute type. Backward writes, every entry, partial sums (partials, channels,
+// intervals + 1) of dL/dpoints and (partials, 4, channels) of dL/d(left_bound,
+// right_bound, left_slope, right_slope), in that order.
+struct PwluArgs {
+  DType dtype;
+  int64_t outer, channels, inner;
+  int intervals;
+  const void* points;
+  const void* left_bound;
+  const void* right_bound;
+  const void* left_slope;
+  const void* right_slope;
+  // forward
+  const void* x;
+  void* y;
+  // backward (also reads x)
+  const void* grad_output;
+  void* grad_input;
+  void* dpoints_partial;
+  void* dscalars_partial;
+  int64_t partials;
+};
+
+int64_t pwlu_backward_partials_cpu(int64_t outer, int64_t channels, int64_t inner);
+void pwlu_forward_cpu(const PwluArgs& args, int threads);
+void pwlu_backward_cpu(const PwluArgs& args, int threads);
+
+// The CUDA partials count depends on the block size, hence on the dtype and intervals.
+int64_t pwlu_backward_partials_cuda(DType dtype, int64_t outer, int64_t channels, int64_t inner, int intervals,
+                                    int multiprocessors);
+void pwlu_forward_cuda(const PwluArgs& args, void* stream);
+void pwlu_backward_cuda(const PwluArgs& args, void* stream);
+
 }  // namespace lslu_kernels

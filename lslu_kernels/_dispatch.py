@@ -151,4 +151,5 @@ def define(op: Activation) -> Callable[..., torch.Tensor]:
     apply.forward_op = forward_op
     apply.backward_op = backward_op
     apply.param_names = op.params
+    apply.param_channel_axis = op.param_channel_axis
     return apply

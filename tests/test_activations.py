@@ -33,8 +33,8 @@ def test_parity(kernel_backend, case, layout, dtype, shared):
     op, variant = case
     name, shape, channel_dim, change_layout = layout
     device = backend_device(kernel_backend)
-    x = change_layout((2 * torch.randn(shape, dtype=torch.float64)).to(device, dtype))
-    params = op.make_params(x.shape[channel_dim], variant, shared=shared, dtype=_param_dtype(dtype), device=device)
+    params = op.make_params(shape[channel_dim], variant, shared=shared, dtype=_param_dtype(dtype), device=device)
+    x = change_layout(op.make_x(shape, params, channel_dim).to(device, dtype))
     y = check_parity(op.fn, x, params, channel_dim, kernel_backend, f"{op} {variant} {kernel_backend} {name} {dtype}")
     expected = torch.empty_like(x) if name != "strided" else torch.empty(x.shape)
     assert y.stride() == expected.stride(), f"output strides {y.stride()} for input strides {x.stride()}"
@@ -154,14 +154,19 @@ class _Activation(torch.nn.Module):
 
 
 def test_torch_compile_fullgraph(kernel_backend, op):
-    """A small CNN using the op compiles without graph breaks and matches eager, gradients included."""
+    """A small CNN using the op compiles without graph breaks and matches eager, gradients included.
+
+    In float64: Inductor's convolutions round differently from eager's, and in
+    float32 a steep PWLU table amplifies that past 1e-5; the test is about tracing.
+    """
     device = backend_device(kernel_backend)
     torch._dynamo.reset()
+    f64 = dict(dtype=torch.float64, device=device)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, padding=1), _Activation(op, op.make_params(8, op.variants[0]), kernel_backend),
-        torch.nn.Conv2d(8, 4, 1), _Activation(op, op.make_params(4, op.variants[0], shared=True), kernel_backend),
-    ).to(device)
-    x = torch.randn(2, 3, 6, 5, device=device)
+        torch.nn.Conv2d(3, 8, 3, padding=1), _Activation(op, op.make_params(8, op.variants[0], **f64), kernel_backend),
+        torch.nn.Conv2d(8, 4, 1), _Activation(op, op.make_params(4, op.variants[0], shared=True, **f64), kernel_backend),
+    ).to(**f64)
+    x = torch.randn(2, 3, 6, 5, **f64)
     compiled = torch.compile(model, fullgraph=True)
     y = compiled(x)
     y.square().sum().backward()

@@ -1,12 +1,23 @@
-// PVLU on CPU tensors: the per-element math of pvlu.h in lane loops, spread over
-// OpenMP threads.
+// PVLU on CPU tensors: the per-element math of pvlu.h in loops the compiler vectorizes,
+// spread over OpenMP threads.
 //
-// Determinism: the work is cut into `partials` fixed ranges that depend only on
-// the sizes; each range sums its parameter gradients in a fixed order into its
-// own row of the (partials, channels) buffers, so the thread count and the
+// sin and cos: libm's sinf/cosf do not vectorize (without -ffast-math and libmvec) and
+// cost far more than the rest of the arithmetic, so float arguments (float, half types)
+// go through the branch-free fast_sin / fast_sincos below, accurate (~2 ulp, absolute
+// error < 1.3e-7) for |beta * x| <= 39000. Each loop computes every element that way and
+// notes whether any argument was beyond that range (or inf/NaN); only then, which is
+// rare, the work is done again with pvlu.h's std::sin/std::cos for those arguments.
+// double uses std::sin/std::cos throughout.
+//
+// Determinism: the backward work is cut into `partials` fixed ranges that depend only
+// on the sizes; each range sums its parameter gradients in a fixed order (per lane of
+// kLanes, then the lanes in index order; for inner == 1 per channel in row order) into
+// its own row of the (partials, channels) buffers, so the thread count and the
 // scheduling change nothing in the result.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "../launch.h"
 #include "../pvlu.h"
@@ -14,14 +25,262 @@
 namespace lslu_kernels {
 namespace {
 
-// Elements of a row handled together: per-lane sums in local arrays of this many
-// entries (a fixed summation order that does not depend on the data).
+// Elements handled together: the lane loops below have this many independent
+// iterations, which the compiler turns into vector instructions.
 constexpr int64_t kLanes = 16;
 // At most this many partial rows (and fixed work ranges) per backward call.
 constexpr int64_t kMaxPartials = 256;
 // Long rows are cut into chunks of this many elements, so that few long rows
 // still spread over every thread.
 constexpr int64_t kChunk = 1 << 14;
+
+// Every helper of the kernels is inlined into the functions below that carry
+// PVLU_CPU_CLONES, so that each of their clones compiles all of it for its instruction set.
+#define PVLU_CPU_INLINE inline __attribute__((always_inline))
+
+// The work functions are compiled once per x86-64 level (AVX-512, AVX2 + FMA, baseline
+// SSE2) and the best one the CPU runs is picked when the library loads (GCC/Clang function
+// multiversioning, glibc's ifunc); defining PVLU_CPU_CLONES (empty) builds one version for
+// the compiler's target only. The AVX levels fuse multiply-adds (GCC contracts a * b + c
+// in C++), so results may differ in the last bits from one CPU level to another; on one
+// machine the same version always runs, and the summation order is fixed by the lane
+// arrays, so results are reproducible there.
+#if !defined(PVLU_CPU_CLONES) && defined(__x86_64__) && defined(__GLIBC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define PVLU_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef PVLU_CPU_CLONES
+#define PVLU_CPU_CLONES
+#endif
+
+// ---------------------------------------------------------------------------------------
+// sin and cos of float arguments, written for the vectorizer.
+//
+// Cody-Waite reduction by pi/2 in float: q = nearest integer to v * 2/pi, then
+// r = v - q * pi/2 with pi/2 split into four floats, the first three with at most 9
+// significant bits, so that q * part is exact for |q| < 2^15 (|v| <= kFastTrigMax) and
+// the subtractions lose nothing that matters: the absolute error of r stays below
+// ~1e-13 over the whole range, far below the rounding of the float argument beta * x
+// itself. Then minimax polynomials on [-pi/4, pi/4] (Cephes sinf/cosf coefficients,
+// ~1 ulp) and the quadrant's swap and signs, all as selects and bit operations.
+
+// |v| up to which fast_sincos and fast_sin serve (checked: every float in [-8, 8] and
+// [38000, 39000], 2e8 random ones in between, against double sin/cos).
+constexpr float kFastTrigMax = 39000.0f;
+
+PVLU_CPU_INLINE void fast_sincos(float v, float& s, float& c) {
+  constexpr float kTwoOverPi = 0x1.45f306p-1f;
+  constexpr float kRound = 0x1.8p23f;  // adding it rounds |t| < 2^22 to an integer
+  constexpr float kPio2A = 0x1.92p+0f, kPio2B = 0x1.fbp-12f, kPio2C = 0x1.51p-22f, kPio2D = 0x1.0b4612p-34f;
+  const float shifted = v * kTwoOverPi + kRound;
+  const float q = shifted - kRound;
+  const uint32_t quadrant = float_bits(shifted);  // the low bits of the mantissa are q mod 4
+  float r = v - q * kPio2A;
+  r = r - q * kPio2B;
+  r = r - q * kPio2C;
+  r = r - q * kPio2D;
+  const float z = r * r;
+  const float sin_r = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * r + r;
+  const float cos_r = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z -
+                      0.5f * z + 1.0f;
+  // Quadrant q mod 4 = 0: (sin_r, cos_r); 1: (cos_r, -sin_r); 2: (-sin_r, -cos_r); 3: (-cos_r, sin_r).
+  const uint32_t swap = 0u - (quadrant & 1u);  // all ones for odd quadrants
+  const uint32_t sin_bits = float_bits(sin_r), cos_bits = float_bits(cos_r);
+  const uint32_t s_bits = (cos_bits & swap) | (sin_bits & ~swap);
+  const uint32_t c_bits = (sin_bits & swap) | (cos_bits & ~swap);
+  s = bits_float(s_bits ^ ((quadrant & 2u) << 30));
+  c = bits_float(c_bits ^ (((quadrant + 1u) & 2u) << 30));
+}
+
+// sin(v) alone (forward), for |v| <= kFastTrigMax: the same reduction by pi instead of
+// pi/2 (|q| < 2^14, the four parts of pi with at most 9 significant bits but the last),
+// r in [-pi/2, pi/2], one odd polynomial (minimax for the relative error on [-pi/2, pi/2],
+// ~2 ulp) and the sign (-1)^q. About half the work of fast_sincos.
+PVLU_CPU_INLINE float fast_sin(float v) {
+  constexpr float kOneOverPi = 0x1.45f306p-2f;
+  constexpr float kRound = 0x1.8p23f;
+  constexpr float kPiA = 0x1.92p+1f, kPiB = 0x1.fbp-11f, kPiC = 0x1.51p-21f, kPiD = 0x1.0b4612p-33f;
+  const float shifted = v * kOneOverPi + kRound;
+  const float q = shifted - kRound;
+  const uint32_t sign = float_bits(shifted) << 31;  // q odd: sin(v) = -sin(r)
+  float r = v - q * kPiA;
+  r = r - q * kPiB;
+  r = r - q * kPiC;
+  r = r - q * kPiD;
+  const float z = r * r;
+  const float p = (((0x1.5db774p-19f * z - 0x1.9f6f9p-13f) * z + 0x1.110ed2p-7f) * z - 0x1.55554cp-3f) * z;
+  return bits_float(float_bits(p * r + r) ^ sign);
+}
+
+// 1 for arguments beyond fast_sincos's range, which the kernels give to std::sin/std::cos
+// (also inf and NaN, whose results fast_sincos would get right: NaN), else 0. On the
+// bits, so that the loops that OR it up vectorize. double has no fast path:
+// std::sin/std::cos for every element.
+PVLU_CPU_INLINE uint32_t far_argument(float v) {
+  constexpr uint32_t kMaxBits = 0x47185800u;  // float_bits(kFastTrigMax)
+  static_assert(kFastTrigMax == 39000.0f, "kMaxBits is the bits of kFastTrigMax");
+  return uint32_t((float_bits(v) & 0x7fffffffu) > kMaxBits);
+}
+PVLU_CPU_INLINE uint32_t far_argument(double) { return 0; }
+PVLU_CPU_INLINE void fast_sincos(double v, double& s, double& c) { pvlu_sincos(v, s, c); }
+PVLU_CPU_INLINE double fast_sin(double v) { return pvlu_sin(v); }
+
+// ---------------------------------------------------------------------------------------
+// Element loops.
+
+// Channel parameters of a loop: the same for every element (a row of one channel,
+// inner > 1) or one per element (a row of channels, inner == 1).
+template <typename acc_t>
+struct OneChannel {
+  acc_t a, b;
+  PVLU_CPU_INLINE acc_t alpha(int64_t) const { return a; }
+  PVLU_CPU_INLINE acc_t beta(int64_t) const { return b; }
+};
+template <typename acc_t>
+struct ChannelRow {
+  const acc_t* a;
+  const acc_t* b;
+  PVLU_CPU_INLINE acc_t alpha(int64_t i) const { return a[i]; }
+  PVLU_CPU_INLINE acc_t beta(int64_t i) const { return b[i]; }
+};
+
+// y of n consecutive elements of one channel (the vectorizer handles the OR reduction of
+// `far` in this loop: its trip count is not a small constant, so it is not unrolled first).
+template <typename scalar_t, typename acc_t>
+PVLU_CPU_INLINE void forward_row(const scalar_t* x, scalar_t* y, int64_t n, const OneChannel<acc_t> p) {
+  uint32_t far = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const acc_t xi = to_acc(x[i]);
+    const acc_t v = p.b * xi;
+    far |= far_argument(v);
+    y[i] = from_acc<scalar_t>(pvlu_forward_from_sin(xi, p.a, fast_sin(v)));
+  }
+  if (far) {
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t xi = to_acc(x[i]);
+      if (far_argument(p.b * xi)) y[i] = from_acc<scalar_t>(pvlu_forward(xi, p.a, p.b));
+    }
+  }
+}
+
+// y of COUNT (at most kLanes; 0: `count`, known at run time) consecutive elements of
+// consecutive channels; lane_far[l] notes far arguments (an OR into an array, not a
+// reduction, so that the loop vectorizes even when unrolled).
+template <int64_t COUNT, bool FAR, typename scalar_t, typename acc_t>
+PVLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t count, const ChannelRow<acc_t> p,
+                                   uint32_t (&lane_far)[kLanes]) {
+  const int64_t n = COUNT > 0 ? COUNT : count;
+  for (int64_t l = 0; l < n; ++l) {
+    const acc_t xl = to_acc(x[l]);
+    const acc_t v = p.beta(l) * xl;
+    if (!FAR) lane_far[l] |= far_argument(v);
+    y[l] = from_acc<scalar_t>(FAR && far_argument(v) ? pvlu_forward(xl, p.alpha(l), p.beta(l))
+                                                     : pvlu_forward_from_sin(xl, p.alpha(l), fast_sin(v)));
+  }
+}
+
+// y of `rows` rows of `channels` elements, one per channel (inner == 1).
+template <bool FAR, typename scalar_t, typename acc_t>
+PVLU_CPU_INLINE void forward_rows(const scalar_t* x, scalar_t* y, int64_t rows, int64_t channels, const acc_t* alpha,
+                                  const acc_t* beta, uint32_t (&lane_far)[kLanes]) {
+  const int64_t full = channels / kLanes * kLanes;
+  for (int64_t o = 0; o < rows; ++o) {
+    const int64_t row = o * channels;
+    for (int64_t c = 0; c < full; c += kLanes) {
+      forward_lanes<kLanes, FAR>(x + row + c, y + row + c, kLanes, ChannelRow<acc_t>{alpha + c, beta + c}, lane_far);
+    }
+    if (full < channels) {
+      forward_lanes<0, FAR>(x + row + full, y + row + full, channels - full,
+                            ChannelRow<acc_t>{alpha + full, beta + full}, lane_far);
+    }
+  }
+}
+
+// grad_input of COUNT (at most kLanes) consecutive elements, and their parameter
+// gradient contributions added to lane_dalpha[l], lane_dbeta[l] (l = the element's
+// lane). COUNT = 0: `count` elements, known only at run time (the tail of a row).
+// FAR = false: fast_sincos for every element, and lane_far[l] notes far arguments (an
+// OR into an array, not a reduction, so that the loop still vectorizes); the caller
+// redoes the work with FAR = true if any is noted: std::sin/std::cos for far arguments.
+template <int64_t COUNT, bool FAR, typename scalar_t, typename Params, typename acc_t>
+PVLU_CPU_INLINE void backward_lanes(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t count,
+                                    const Params p, acc_t (&lane_dalpha)[kLanes], acc_t (&lane_dbeta)[kLanes],
+                                    uint32_t (&lane_far)[kLanes]) {
+  const int64_t n = COUNT > 0 ? COUNT : count;
+  for (int64_t l = 0; l < n; ++l) {
+    const acc_t xl = to_acc(x[l]), gl = to_acc(g[l]);
+    const acc_t v = p.beta(l) * xl;
+    acc_t s, c, dalpha, dbeta;
+    if (FAR && far_argument(v)) {
+      pvlu_sincos(v, s, c);
+    } else {
+      fast_sincos(v, s, c);
+    }
+    if (!FAR) lane_far[l] |= far_argument(v);
+    dx[l] = from_acc<scalar_t>(pvlu_backward_from_sincos(xl, gl, p.alpha(l), p.beta(l), s, c, dalpha, dbeta));
+    lane_dalpha[l] += dalpha;
+    lane_dbeta[l] += dbeta;
+  }
+}
+
+// Backward over `n` consecutive elements of one channel; adds that channel's
+// parameter gradient sums to *dalpha_sum / *dbeta_sum: per lane, then the lanes in order.
+template <bool FAR, typename scalar_t, typename acc_t>
+PVLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
+                                  const OneChannel<acc_t> p, acc_t* dalpha_sum, acc_t* dbeta_sum,
+                                  uint32_t (&lane_far)[kLanes]) {
+  acc_t lane_dalpha[kLanes] = {}, lane_dbeta[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    backward_lanes<kLanes, FAR>(x + i, g + i, dx + i, kLanes, p, lane_dalpha, lane_dbeta, lane_far);
+  }
+  if (i < n) backward_lanes<0, FAR>(x + i, g + i, dx + i, n - i, p, lane_dalpha, lane_dbeta, lane_far);
+  acc_t sum_alpha = 0, sum_beta = 0;
+  for (int64_t l = 0; l < kLanes; ++l) {
+    sum_alpha += lane_dalpha[l];
+    sum_beta += lane_dbeta[l];
+  }
+  *dalpha_sum += sum_alpha;
+  *dbeta_sum += sum_beta;
+}
+
+// Backward over `rows` rows of `channels` elements, one per channel (inner == 1), row
+// o at x + o * channels; adds channel c's sum over the rows, in row order, to
+// dalpha_sum[c] / dbeta_sum[c]. The rows are walked in memory order; the sums of each
+// tile of kLanes channels go through a local lane array (which the compiler knows
+// aliases none of the tensors).
+template <bool FAR, typename scalar_t, typename acc_t>
+PVLU_CPU_INLINE void backward_rows(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t rows, int64_t channels,
+                                   const acc_t* alpha, const acc_t* beta, acc_t* dalpha_sum, acc_t* dbeta_sum,
+                                   uint32_t (&lane_far)[kLanes]) {
+  const int64_t full = channels / kLanes * kLanes;
+  for (int64_t o = 0; o < rows; ++o) {
+    const int64_t row = o * channels;
+    for (int64_t c = 0; c < full; c += kLanes) {
+      acc_t lane_dalpha[kLanes], lane_dbeta[kLanes];
+      std::memcpy(lane_dalpha, dalpha_sum + c, sizeof(lane_dalpha));
+      std::memcpy(lane_dbeta, dbeta_sum + c, sizeof(lane_dbeta));
+      backward_lanes<kLanes, FAR>(x + row + c, g + row + c, dx + row + c, kLanes,
+                                  ChannelRow<acc_t>{alpha + c, beta + c}, lane_dalpha, lane_dbeta, lane_far);
+      std::memcpy(dalpha_sum + c, lane_dalpha, sizeof(lane_dalpha));
+      std::memcpy(dbeta_sum + c, lane_dbeta, sizeof(lane_dbeta));
+    }
+    if (full < channels) {
+      const int64_t lanes = channels - full;
+      acc_t lane_dalpha[kLanes] = {}, lane_dbeta[kLanes] = {};
+      std::memcpy(lane_dalpha, dalpha_sum + full, lanes * sizeof(acc_t));
+      std::memcpy(lane_dbeta, dbeta_sum + full, lanes * sizeof(acc_t));
+      backward_lanes<0, FAR>(x + row + full, g + row + full, dx + row + full, lanes,
+                             ChannelRow<acc_t>{alpha + full, beta + full}, lane_dalpha, lane_dbeta, lane_far);
+      std::memcpy(dalpha_sum + full, lane_dalpha, lanes * sizeof(acc_t));
+      std::memcpy(dbeta_sum + full, lane_dbeta, lanes * sizeof(acc_t));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Work split.
 
 // Work items of a call: (row, chunk of the row) for rows of `inner` elements of
 // one channel, or whole rows of `channels` elements when inner == 1.
@@ -36,8 +295,9 @@ inline void range_of(int64_t p, int64_t parts, int64_t n, int64_t& begin, int64_
   end = (p + 1) * n / parts;
 }
 
+// Forward of work items [first, last).
 template <typename scalar_t>
-void forward(const PvluArgs& a, int threads) {
+PVLU_CPU_CLONES void forward_items(const PvluArgs& a, int64_t first, int64_t last) {
   using acc_t = acc_type<scalar_t>;
   const auto* x = static_cast<const scalar_t*>(a.x);
   auto* y = static_cast<scalar_t*>(a.y);
@@ -45,112 +305,97 @@ void forward(const PvluArgs& a, int threads) {
   const auto* beta = static_cast<const acc_t*>(a.beta);
   const int64_t C = a.channels;
   if (a.inner > 1) {
-    // Items are (row, chunk of the row); row = o * C + c has one channel.
+    // row = o * C + c has one channel.
     const int64_t chunks = chunks_per_row(a.inner);
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t item = 0; item < work_items(a.outer, C, a.inner); ++item) {
+    for (int64_t item = first; item < last; ++item) {
       const int64_t row = item / chunks, c = row % C;
       const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
-      const acc_t al = alpha[c], be = beta[c];
-      const scalar_t* xr = x + row * a.inner;
-      scalar_t* yr = y + row * a.inner;
-      for (int64_t i = begin; i < end; ++i) yr[i] = from_acc<scalar_t>(pvlu_forward(to_acc(xr[i]), al, be));
+      const int64_t offset = row * a.inner + begin;
+      forward_row(x + offset, y + offset, end - begin, OneChannel<acc_t>{alpha[c], beta[c]});
     }
   } else {
-    // inner == 1: rows of C elements, one per channel.
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t o = 0; o < a.outer; ++o) {
-      const scalar_t* xr = x + o * C;
-      scalar_t* yr = y + o * C;
-      for (int64_t c = 0; c < C; ++c) yr[c] = from_acc<scalar_t>(pvlu_forward(to_acc(xr[c]), alpha[c], beta[c]));
-    }
+    // inner == 1: items are rows. As in backward_part: fast_sin throughout, then again
+    // with std::sin for far arguments if there are any.
+    uint32_t lane_far[kLanes] = {};
+    forward_rows<false>(x + first * C, y + first * C, last - first, C, alpha, beta, lane_far);
+    uint32_t far = 0;
+    for (int64_t l = 0; l < kLanes; ++l) far |= lane_far[l];
+    if (far) forward_rows<true>(x + first * C, y + first * C, last - first, C, alpha, beta, lane_far);
   }
 }
 
-// Backward over `n` consecutive elements of one channel; adds that channel's
-// parameter gradient sums to *dalpha_sum / *dbeta_sum (in a fixed order).
-template <typename scalar_t, typename acc_t>
-void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n, acc_t alpha, acc_t beta,
-                  acc_t* dalpha_sum, acc_t* dbeta_sum) {
-  acc_t lane_dalpha[kLanes] = {}, lane_dbeta[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) {
-      acc_t dalpha, dbeta;
-      dx[i + l] = from_acc<scalar_t>(pvlu_backward(to_acc(x[i + l]), to_acc(g[i + l]), alpha, beta, dalpha, dbeta));
-      lane_dalpha[l] += dalpha;
-      lane_dbeta[l] += dbeta;
-    }
-  }
-  for (int64_t l = 0; i < n; ++i, ++l) {  // the tail, one element per lane
-    acc_t dalpha, dbeta;
-    dx[i] = from_acc<scalar_t>(pvlu_backward(to_acc(x[i]), to_acc(g[i]), alpha, beta, dalpha, dbeta));
-    lane_dalpha[l] += dalpha;
-    lane_dbeta[l] += dbeta;
-  }
-  acc_t sum_alpha = 0, sum_beta = 0;
-  for (int64_t l = 0; l < kLanes; ++l) {
-    sum_alpha += lane_dalpha[l];
-    sum_beta += lane_dbeta[l];
-  }
-  *dalpha_sum += sum_alpha;
-  *dbeta_sum += sum_beta;
-}
-
-// Backward over one row of `channels` elements, one per channel; adds channel c's
-// contributions to dalpha_sum[c] / dbeta_sum[c].
-template <typename scalar_t, typename acc_t>
-void backward_channels(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t channels, const acc_t* alpha,
-                       const acc_t* beta, acc_t* dalpha_sum, acc_t* dbeta_sum) {
-  for (int64_t c = 0; c < channels; ++c) {
-    acc_t dalpha, dbeta;
-    dx[c] = from_acc<scalar_t>(pvlu_backward(to_acc(x[c]), to_acc(g[c]), alpha[c], beta[c], dalpha, dbeta));
-    dalpha_sum[c] += dalpha;
-    dbeta_sum[c] += dbeta;
-  }
-}
-
-template <typename scalar_t>
-void backward(const PvluArgs& a, int threads) {
+// Backward of work items [first, last): grad_input of their elements, and their
+// parameter gradient sums added to dalpha_sum[c] / dbeta_sum[c].
+template <bool FAR, typename scalar_t>
+PVLU_CPU_INLINE void backward_items(const PvluArgs& a, int64_t first, int64_t last, acc_type<scalar_t>* dalpha_sum,
+                                    acc_type<scalar_t>* dbeta_sum, uint32_t (&lane_far)[kLanes]) {
   using acc_t = acc_type<scalar_t>;
   const auto* x = static_cast<const scalar_t*>(a.x);
   const auto* g = static_cast<const scalar_t*>(a.grad_output);
   auto* dx = static_cast<scalar_t*>(a.grad_input);
   const auto* alpha = static_cast<const acc_t*>(a.alpha);
   const auto* beta = static_cast<const acc_t*>(a.beta);
-  auto* dalpha_partial = static_cast<acc_t*>(a.dalpha_partial);
-  auto* dbeta_partial = static_cast<acc_t*>(a.dbeta_partial);
   const int64_t C = a.channels;
-  std::fill(dalpha_partial, dalpha_partial + a.partials * C, acc_t(0));
-  std::fill(dbeta_partial, dbeta_partial + a.partials * C, acc_t(0));
   if (a.inner > 1) {
     // Items are (row, chunk of the row); row = o * C + c has one channel.
     const int64_t chunks = chunks_per_row(a.inner);
-    const int64_t items = work_items(a.outer, C, a.inner);
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t part = 0; part < a.partials; ++part) {
-      int64_t first, last;
-      range_of(part, a.partials, items, first, last);
-      for (int64_t item = first; item < last; ++item) {
-        const int64_t row = item / chunks, c = row % C;
-        const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
-        const int64_t offset = row * a.inner + begin;
-        backward_row(x + offset, g + offset, dx + offset, end - begin, alpha[c], beta[c],
-                     dalpha_partial + part * C + c, dbeta_partial + part * C + c);
-      }
+    for (int64_t item = first; item < last; ++item) {
+      const int64_t row = item / chunks, c = row % C;
+      const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
+      const int64_t offset = row * a.inner + begin;
+      backward_row<FAR>(x + offset, g + offset, dx + offset, end - begin, OneChannel<acc_t>{alpha[c], beta[c]},
+                        dalpha_sum + c, dbeta_sum + c, lane_far);
     }
   } else {
-    // inner == 1: each range is a run of rows; per-channel sums run along the row.
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t part = 0; part < a.partials; ++part) {
-      int64_t first, last;
-      range_of(part, a.partials, a.outer, first, last);
-      for (int64_t o = first; o < last; ++o) {
-        backward_channels(x + o * C, g + o * C, dx + o * C, C, alpha, beta, dalpha_partial + part * C,
-                          dbeta_partial + part * C);
-      }
-    }
+    // inner == 1: items are rows.
+    backward_rows<FAR>(x + first * C, g + first * C, dx + first * C, last - first, C, alpha, beta, dalpha_sum,
+                       dbeta_sum, lane_far);
   }
+}
+
+// Backward of the part-th fixed range of work items, with its parameter gradient sums
+// in row `part` of the partial buffers. Computed with fast_sincos throughout; in the
+// rare case that some argument is beyond its range, the range is computed again, from
+// zeroed sums, with std::sin/std::cos for those arguments. Either way the result
+// depends only on the data.
+template <typename scalar_t>
+PVLU_CPU_CLONES void backward_part(const PvluArgs& a, int64_t part) {
+  using acc_t = acc_type<scalar_t>;
+  acc_t* dalpha_sum = static_cast<acc_t*>(a.dalpha_partial) + part * a.channels;
+  acc_t* dbeta_sum = static_cast<acc_t*>(a.dbeta_partial) + part * a.channels;
+  int64_t first, last;
+  range_of(part, a.partials, work_items(a.outer, a.channels, a.inner), first, last);
+  uint32_t lane_far[kLanes] = {};
+  std::fill(dalpha_sum, dalpha_sum + a.channels, acc_t(0));
+  std::fill(dbeta_sum, dbeta_sum + a.channels, acc_t(0));
+  backward_items<false, scalar_t>(a, first, last, dalpha_sum, dbeta_sum, lane_far);
+  uint32_t far = 0;
+  for (int64_t l = 0; l < kLanes; ++l) far |= lane_far[l];
+  if (far) {
+    std::fill(dalpha_sum, dalpha_sum + a.channels, acc_t(0));
+    std::fill(dbeta_sum, dbeta_sum + a.channels, acc_t(0));
+    backward_items<true, scalar_t>(a, first, last, dalpha_sum, dbeta_sum, lane_far);
+  }
+}
+
+template <typename scalar_t>
+void forward(const PvluArgs& a, int threads) {
+  // One contiguous range of items per thread (forward sums nothing: any split gives the same y).
+  const int64_t items = work_items(a.outer, a.channels, a.inner);
+  const int64_t pieces = std::max<int64_t>(1, std::min<int64_t>(items, threads));
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t piece = 0; piece < pieces; ++piece) {
+    int64_t first, last;
+    range_of(piece, pieces, items, first, last);
+    forward_items<scalar_t>(a, first, last);
+  }
+}
+
+template <typename scalar_t>
+void backward(const PvluArgs& a, int threads) {
+  // Every part zeroes and fills its own row of the partial buffers.
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t part = 0; part < a.partials; ++part) backward_part<scalar_t>(a, part);
 }
 
 struct Forward {

@@ -1,0 +1,246 @@
+"""PWLU in Triton (SPEC.md 1.3): forward, and a one-pass backward with per-channel parameter sums.
+
+Every element follows ``reference.pwlu``'s rules: regions tested in the order left (``x < B_L``),
+right (``x >= B_R``), inside; ``u = (x - B_L) / d`` with ``d = (B_R - B_L) / N`` computed as the
+reference does, with IEEE-rounded divisions (Triton's float32 ``/`` is not, on NVIDIA GPUs), so that
+inputs on or near an interval edge pick the same interval; the interval index is made finite
+(NaN gives 0) and clamped to ``[0, N-1]`` before any table address is formed; outside the bounds
+the width is 1, so crossed bounds (``B_R <= B_L``) never divide by a width ``<= 0``.
+
+The backward mirrors what autograd computes through the reference's ``torch.where`` branches,
+including the IEEE products of a zero gradient with an infinite or NaN value (``dK_L`` gets
+``0 * (x - B_L) = NaN`` from an input ``+inf``, as the reference's does). The gradient of the
+``N+1`` points is a per-channel scatter-add done without atomics: each tile compares the interval
+index of its elements with the ``N_POW2`` bins (a one-hot ``[tile, bins]`` selection) and sums over
+the elements; each program keeps its ``[channels, bins]`` sums in registers and writes them once.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .._layout import sum_partials
+from ..reference import compute_dtype
+from .common import reduction_programs, tile_config, tile_offsets
+
+# Backward tiles on a GPU: at most this many elements, a one-hot [tile elements, N_POW2 bins] selection
+# of at most this many values, and per-program [channels, N_POW2] sums of at most this many values, all
+# in registers of BACKWARD_WARPS warps (halved for float64; sm_90 compiles without spilling). The
+# interpreter holds them in NumPy arrays and is faster with fewer, larger tiles.
+BACKWARD_TILE_ELEMENTS = 1024
+ONE_HOT_ELEMENTS = 4096
+POINTS_SUM_ELEMENTS = 2048
+BACKWARD_WARPS = 8
+# The forward's float64 tiles spill with 4 warps (sm_90, channels along the tile).
+FORWARD_WARPS_FLOAT64 = 8
+ONE_HOT_ELEMENTS_INTERPRETED = 2**18
+
+
+@triton.jit
+def _div_rn(a, b, COMPUTE: tl.constexpr):
+    """``a / b`` rounded to nearest, as PyTorch divides (float32 ``/`` is ``div.full.f32`` on NVIDIA GPUs)."""
+    if COMPUTE == tl.float32:
+        return tl.div_rn(a, b)
+    else:
+        return a / b
+
+
+@triton.jit
+def _load_channel(P, c, c_mask, p_stride_c, COMPUTE: tl.constexpr):
+    """A ``(C,)`` or shared ``(1,)`` parameter at channels ``c``, shaped to broadcast over a tile."""
+    return tl.load(P + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)[None, :, None]
+
+
+@triton.jit
+def _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
+                    N: tl.constexpr, COMPUTE: tl.constexpr):
+    """Per-channel values of a tile: B_L, B_R, K_L, K_R, Y[0], Y[N], the interval width d and the table rows."""
+    bl = _load_channel(LB, c, c_mask, p_stride_c, COMPUTE)
+    br = _load_channel(RB, c, c_mask, p_stride_c, COMPUTE)
+    kl = _load_channel(LS, c, c_mask, p_stride_c, COMPUTE)
+    kr = _load_channel(RS, c, c_mask, p_stride_c, COMPUTE)
+    # Table row of each channel (0 when shared); channels past C read row 0, so no address leaves the table.
+    rows = (tl.where(c_mask, c, 0) * (p_stride_c * (N + 1)))[None, :, None]
+    y_first = tl.load(POINTS + rows).to(COMPUTE)
+    y_last = tl.load(POINTS + rows + N).to(COMPUTE)
+    d = _div_rn(br - bl, tl.full(br.shape, N, COMPUTE), COMPUTE)
+    return bl, br, kl, kr, y_first, y_last, d, rows
+
+
+@triton.jit
+def _locate(x, bl, br, d, N: tl.constexpr, COMPUTE: tl.constexpr):
+    """Region of each element, and inside the bounds its interval ``k`` (int32), ``u`` and ``t = u - k``.
+
+    Outside the bounds (and for crossed bounds) the width is 1 and ``u = 0``, as in the reference;
+    a NaN input is inside with ``k = 0``.
+    """
+    left = x < bl
+    at_or_right = x >= br
+    right = at_or_right & (x >= bl)  # right of B_R and not left of B_L (left wins for crossed bounds)
+    inside = (left | at_or_right) == 0
+    width = tl.where(inside, d, 1.0)
+    u = tl.where(inside, _div_rn(x - bl, width, COMPUTE), 0.0)
+    k = tl.floor(u)
+    k = tl.where(k != k, 0.0, k)  # NaN: interval 0, before k becomes an index
+    k = tl.where(k < 0.0, 0.0, tl.where(k > N - 1, N - 1.0, k))
+    return left, right, inside, width, u, k.to(tl.int32), u - k
+
+
+@triton.jit
+def _pwlu_forward_kernel(X, Y, POINTS, LB, RB, LS, RS, outer, C, inner, n_i_blocks, n_tiles, p_stride_c,
+                         N: tl.constexpr, COMPUTE: tl.constexpr,
+                         BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+                         INT64: tl.constexpr):
+    pid = tl.program_id(0)
+    offsets, mask, c = tile_offsets(pid % n_tiles, pid // n_tiles, outer, C, inner, n_i_blocks,
+                                    BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+    bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c < C, p_stride_c,
+                                                               N, COMPUTE)
+    x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
+    left, right, inside, width, u, k, t = _locate(x, bl, br, d, N, COMPUTE)
+    # k is in [0, N-1]: both reads stay in the channel's row.
+    y_k = tl.load(POINTS + rows + k, mask=mask & inside, other=0.0).to(COMPUTE)
+    y_k1 = tl.load(POINTS + rows + k + 1, mask=mask & inside, other=0.0).to(COMPUTE)
+    y_inside = (1 - t) * y_k + t * y_k1
+    y_left = y_first + (x - bl) * kl
+    y_right = y_last + (x - br) * kr
+    y = tl.where(left, y_left, tl.where(right, y_right, y_inside))
+    tl.store(Y + offsets, y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
+                          DPOINTS_PARTIAL, DLB_PARTIAL, DRB_PARTIAL, DLS_PARTIAL, DRS_PARTIAL,
+                          outer, C, inner, n_i_blocks, n_tiles, n_programs, p_stride_c,
+                          N: tl.constexpr, N_POW2: tl.constexpr, COMPUTE: tl.constexpr,
+                          BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+                          INT64: tl.constexpr):
+    pid = tl.program_id(0)
+    program = pid % n_programs
+    cb = pid // n_programs
+    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
+                                                               N, COMPUTE)
+    bins = tl.arange(0, N_POW2)
+    # This program's running sums for its channels: dL/dY[c, bin] and the four per-channel gradients.
+    dpoints = tl.zeros([BLOCK_C, N_POW2], dtype=COMPUTE)
+    dlb = tl.zeros([BLOCK_C], dtype=COMPUTE)
+    drb = tl.zeros([BLOCK_C], dtype=COMPUTE)
+    dls = tl.zeros([BLOCK_C], dtype=COMPUTE)
+    drs = tl.zeros([BLOCK_C], dtype=COMPUTE)
+    for tile in range(program, n_tiles, n_programs):
+        offsets, mask, _ = tile_offsets(tile, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+        x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
+        g = tl.load(DY + offsets, mask=mask, other=0.0).to(COMPUTE)
+        left, right, inside, width, u, k, t = _locate(x, bl, br, d, N, COMPUTE)
+        y_k = tl.load(POINTS + rows + k, mask=mask & inside, other=0.0).to(COMPUTE)
+        y_k1 = tl.load(POINTS + rows + k + 1, mask=mask & inside, other=0.0).to(COMPUTE)
+        # The gradient reaching each branch of the reference's torch.where (0 in the other branches;
+        # masked lanes have g = 0 and x = 0 and add nothing).
+        g_left = tl.where(left, g, 0.0)
+        g_right = tl.where(right, g, 0.0)
+        g_inside = tl.where(inside, g, 0.0)
+        slope = _div_rn(y_k1 - y_k, width, COMPUTE)  # K_k inside; finite elsewhere (width 1)
+        g_slope = g_inside * slope
+        g_slope_u = g_slope * u / N
+        dx = g_left * kl + g_right * kr + g_slope
+        tl.store(DX + offsets, dx.to(DX.dtype.element_ty), mask=mask)
+        # Products with x - B (not selections): a zero gradient times an infinite or NaN x is NaN, as in autograd.
+        dls += tl.sum(tl.sum(g_left * (x - bl), axis=2), axis=0)
+        drs += tl.sum(tl.sum(g_right * (x - br), axis=2), axis=0)
+        dlb += tl.sum(tl.sum(g_slope_u - g_left * kl - g_slope, axis=2), axis=0)
+        drb += tl.sum(tl.sum(-(g_right * kr) - g_slope_u, axis=2), axis=0)
+        # Scatter-add into bins k and k + 1: (1 - t) and t of the inside gradient, the left gradient
+        # to Y[0] (k = 0 there) and the right one to Y[N] (as bin k + 1 with k = N - 1).
+        k = tl.where(right, N - 1, k)
+        to_k = g_left + g_inside * (1 - t)
+        to_k1 = g_right + g_inside * t
+        hit = bins[None, None, None, :] - k[:, :, :, None]
+        scatter = tl.where(hit == 0, to_k[:, :, :, None], 0.0) + tl.where(hit == 1, to_k1[:, :, :, None], 0.0)
+        dpoints += tl.sum(tl.sum(scatter, axis=2), axis=0)
+    partial = program * C + c
+    tl.store(DLB_PARTIAL + partial, dlb, mask=c_mask)
+    tl.store(DRB_PARTIAL + partial, drb, mask=c_mask)
+    tl.store(DLS_PARTIAL + partial, dls, mask=c_mask)
+    tl.store(DRS_PARTIAL + partial, drs, mask=c_mask)
+    # (programs, N + 1, C) workspace: bins along the middle axis, channels last.
+    points_partial = program * (N + 1) * C + bins[None, :] * C + c[:, None]
+    tl.store(DPOINTS_PARTIAL + points_partial, dpoints, mask=c_mask[:, None] & (bins < N + 1)[None, :])
+
+
+def _channel_stride(p: torch.Tensor) -> int:
+    """1 for per-channel parameters (channels on axis 0), 0 for shared ones (size 1 there)."""
+    return 0 if p.shape[0] == 1 else 1
+
+
+def _compute(x: torch.Tensor):
+    return tl.float64 if compute_dtype(x) == torch.float64 else tl.float32
+
+
+def _fit_tile(cfg: dict, outer: int, C: int, inner: int, max_elements: int, max_channels: int) -> dict:
+    """``cfg`` (from :func:`tile_config`) with its tile cut down to at most ``max_elements`` elements
+    and ``max_channels`` channels.
+
+    Halves the rows first, then the channels while the inner axis is the contiguous one, then the
+    inner axis, so that the axis contiguous in memory keeps the longest runs.
+    """
+    bo, bc, bi = cfg["BLOCK_O"], min(cfg["BLOCK_C"], max_channels), cfg["BLOCK_I"]
+    while bo * bc * bi > max_elements and bo > 1:
+        bo //= 2
+    while bo * bc * bi > max_elements and bc > 1 and (bi > 1 or inner == 1):
+        bc //= 2
+    while bo * bc * bi > max_elements and bi > 1:
+        bi //= 2
+    while bo * bc * bi > max_elements and bc > 1:
+        bc //= 2
+    n_i_blocks = triton.cdiv(inner, bi)
+    return dict(cfg, BLOCK_O=bo, BLOCK_C=bc, BLOCK_I=bi, n_i_blocks=n_i_blocks,
+                n_tiles=triton.cdiv(outer, bo) * n_i_blocks, n_c_blocks=triton.cdiv(C, bc))
+
+
+def _backward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int, n_pow2: int) -> dict:
+    """:func:`tile_config` with the tile cut down to what the backward kernel holds in registers."""
+    cfg = tile_config(outer, C, inner, x.numel())
+    if x.device.type != "cuda":
+        return _fit_tile(cfg, outer, C, inner, max(1, ONE_HOT_ELEMENTS_INTERPRETED // n_pow2), cfg["BLOCK_C"])
+    words = 2 if x.dtype == torch.float64 else 1  # registers per value
+    max_elements = min(BACKWARD_TILE_ELEMENTS, ONE_HOT_ELEMENTS // n_pow2) // words
+    return _fit_tile(cfg, outer, C, inner, max(1, max_elements), max(1, POINTS_SUM_ELEMENTS // n_pow2 // words))
+
+
+def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner):
+    y = torch.empty_like(x)
+    cfg = tile_config(outer, C, inner, x.numel())
+    grid = (cfg["n_tiles"] * cfg["n_c_blocks"],)
+    _pwlu_forward_kernel[grid](
+        x, y, points, left_bound, right_bound, left_slope, right_slope,
+        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], _channel_stride(left_bound),
+        N=points.shape[1] - 1, COMPUTE=_compute(x),
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
+        num_warps=FORWARD_WARPS_FLOAT64 if x.dtype == torch.float64 else 4)
+    return y
+
+
+def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner):
+    grad_x = torch.empty_like(x)
+    intervals = points.shape[1] - 1
+    n_pow2 = triton.next_power_of_2(intervals + 1)
+    cfg = _backward_tile_config(x, outer, C, inner, n_pow2)
+    n_programs = reduction_programs(x.device, cfg["n_tiles"], cfg["n_c_blocks"])
+    partial_dtype = compute_dtype(x)
+    dpoints_partial = torch.empty((n_programs, intervals + 1, C), dtype=partial_dtype, device=x.device)
+    dlb_partial, drb_partial, dls_partial, drs_partial = (
+        torch.empty((n_programs, C), dtype=partial_dtype, device=x.device) for _ in range(4))
+    grid = (n_programs * cfg["n_c_blocks"],)
+    _pwlu_backward_kernel[grid](
+        x, grad_output, grad_x, points, left_bound, right_bound, left_slope, right_slope,
+        dpoints_partial, dlb_partial, drb_partial, dls_partial, drs_partial,
+        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, _channel_stride(left_bound),
+        N=intervals, N_POW2=n_pow2, COMPUTE=_compute(x),
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
+        num_warps=BACKWARD_WARPS)
+    # sum_partials takes channels on the last axis: points transposed to (N + 1, C), and back.
+    grad_points = sum_partials(dpoints_partial, points.t()).t().contiguous()
+    return (grad_x, grad_points, sum_partials(dlb_partial, left_bound), sum_partials(drb_partial, right_bound),
+            sum_partials(dls_partial, left_slope), sum_partials(drs_partial, right_slope))
