@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch._functorch.config
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -157,6 +158,11 @@ def copy_bandwidth(device: torch.device, min_time: float) -> float:
     dst = torch.empty_like(src)
     median, _, _ = measure(lambda: dst.copy_(src), device, min_time)
     return 2 * nbytes / (median * 1e-3) / 1e9
+
+
+# Backward alone is timed by calling autograd.grad on one graph again and again
+# (retain_graph=True), which compiled backwards with donated buffers refuse.
+torch._functorch.config.donated_buffer = False
 
 
 def time_case(case: Case, provider: Callable, mode: str, device: torch.device, min_time: float):

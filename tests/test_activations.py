@@ -162,9 +162,11 @@ def test_torch_compile_fullgraph(kernel_backend, op):
     device = backend_device(kernel_backend)
     torch._dynamo.reset()
     f64 = dict(dtype=torch.float64, device=device)
+    per_channel = op.make_params(8, op.variants[0], **f64)
+    shared = op.make_params(4, op.variants[0], shared=True, **f64)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, padding=1), _Activation(op, op.make_params(8, op.variants[0], **f64), kernel_backend),
-        torch.nn.Conv2d(8, 4, 1), _Activation(op, op.make_params(4, op.variants[0], shared=True, **f64), kernel_backend),
+        torch.nn.Conv2d(3, 8, 3, padding=1), _Activation(op, per_channel, kernel_backend),
+        torch.nn.Conv2d(8, 4, 1), _Activation(op, shared, kernel_backend),
     ).to(**f64)
     x = torch.randn(2, 3, 6, 5, **f64)
     compiled = torch.compile(model, fullgraph=True)

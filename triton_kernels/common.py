@@ -45,6 +45,22 @@ def relu(h):
     return tl.where(h < 0, 0.0, h)
 
 
+@triton.jit
+def load_channel(P, c, c_mask, p_stride_c, COMPUTE: tl.constexpr):
+    """A ``(C,)`` or shared ``(1,)`` parameter at channels ``c``, shaped to broadcast over a tile."""
+    return tl.load(P + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)[None, :, None]
+
+
+def channel_stride(p: torch.Tensor) -> int:
+    """1 for per-channel parameters (channels on axis 0), 0 for shared ones (size 1 there)."""
+    return 0 if p.shape[0] == 1 else 1
+
+
+def compute_type(x: torch.Tensor):
+    """The Triton type every element of ``x`` is computed in (SPEC.md section 3)."""
+    return tl.float64 if x.dtype == torch.float64 else tl.float32
+
+
 def tile_config(outer: int, C: int, inner: int, numel: int) -> dict:
     """Tile shape and grid sizes for an ``(outer, C, inner)`` view."""
     block_i = min(triton.next_power_of_2(inner), TILE_ELEMENTS)

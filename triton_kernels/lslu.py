@@ -6,7 +6,7 @@ import triton.language as tl
 
 from .._layout import sum_partials
 from ..reference import compute_dtype
-from .common import reduction_programs, relu, tile_config, tile_offsets
+from .common import compute_type, reduction_programs, relu, tile_config, tile_offsets
 
 
 @triton.jit
@@ -83,7 +83,7 @@ def lslu_forward(x, theta, omega, *, outer, C, inner):
     grid = (cfg["n_tiles"] * cfg["n_c_blocks"],)
     _lslu_forward_kernel[grid](
         x, y, theta, omega, outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], p_stride_s, p_stride_c,
-        S=theta.shape[0], COMPUTE=tl.float64 if compute_dtype(x) == torch.float64 else tl.float32,
+        S=theta.shape[0], COMPUTE=compute_type(x),
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"])
     return y
 
@@ -102,6 +102,6 @@ def lslu_backward(grad_output, x, theta, omega, *, outer, C, inner):
         x, grad_output, grad_x, theta, omega, dtheta_partial, domega_partial,
         outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, p_stride_s, p_stride_c,
         S=S, S_POW2=triton.next_power_of_2(S),
-        COMPUTE=tl.float64 if partial_dtype == torch.float64 else tl.float32,
+        COMPUTE=compute_type(x),
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"])
     return grad_x, sum_partials(dtheta_partial, theta), sum_partials(domega_partial, omega)

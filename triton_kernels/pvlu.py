@@ -11,13 +11,7 @@ import triton.language as tl
 
 from .._layout import sum_partials
 from ..reference import compute_dtype
-from .common import reduction_programs, relu, tile_config, tile_offsets
-
-
-@triton.jit
-def _load_channel(P, c, c_mask, p_stride_c, COMPUTE: tl.constexpr):
-    """A ``(C,)`` or shared ``(1,)`` parameter at channels ``c``, shaped to broadcast over a tile."""
-    return tl.load(P + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)[None, :, None]
+from .common import channel_stride, compute_type, load_channel, reduction_programs, relu, tile_config, tile_offsets
 
 
 @triton.jit
@@ -29,8 +23,8 @@ def _pvlu_forward_kernel(X, Y, ALPHA, BETA, outer, C, inner, n_i_blocks, n_tiles
     offsets, mask, c = tile_offsets(pid % n_tiles, pid // n_tiles, outer, C, inner, n_i_blocks,
                                     BLOCK_O, BLOCK_C, BLOCK_I, INT64)
     x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
-    alpha = _load_channel(ALPHA, c, c < C, p_stride_c, COMPUTE)
-    beta = _load_channel(BETA, c, c < C, p_stride_c, COMPUTE)
+    alpha = load_channel(ALPHA, c, c < C, p_stride_c, COMPUTE)
+    beta = load_channel(BETA, c, c < C, p_stride_c, COMPUTE)
     y = relu(x) + alpha * tl.sin(beta * x)
     tl.store(Y + offsets, y.to(Y.dtype.element_ty), mask=mask)
 
@@ -46,8 +40,8 @@ def _pvlu_backward_kernel(X, DY, DX, ALPHA, BETA, DALPHA_PARTIAL, DBETA_PARTIAL,
     cb = pid // n_programs
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = c < C
-    alpha = _load_channel(ALPHA, c, c_mask, p_stride_c, COMPUTE)
-    beta = _load_channel(BETA, c, c_mask, p_stride_c, COMPUTE)
+    alpha = load_channel(ALPHA, c, c_mask, p_stride_c, COMPUTE)
+    beta = load_channel(BETA, c, c_mask, p_stride_c, COMPUTE)
     # This program's running sums of dL/dalpha and dL/dbeta for its channels.
     dalpha = tl.zeros([BLOCK_C], dtype=COMPUTE)
     dbeta = tl.zeros([BLOCK_C], dtype=COMPUTE)
@@ -69,22 +63,13 @@ def _pvlu_backward_kernel(X, DY, DX, ALPHA, BETA, DALPHA_PARTIAL, DBETA_PARTIAL,
     tl.store(DBETA_PARTIAL + partial, dbeta, mask=c_mask)
 
 
-def _channel_stride(p: torch.Tensor) -> int:
-    """Stride between channels of a contiguous ``(C,)`` parameter, 0 when it is shared ``(1,)``."""
-    return 0 if p.shape[0] == 1 else 1
-
-
-def _compute(x: torch.Tensor):
-    return tl.float64 if compute_dtype(x) == torch.float64 else tl.float32
-
-
 def pvlu_forward(x, alpha, beta, *, outer, C, inner):
     y = torch.empty_like(x)
     cfg = tile_config(outer, C, inner, x.numel())
     grid = (cfg["n_tiles"] * cfg["n_c_blocks"],)
     _pvlu_forward_kernel[grid](
-        x, y, alpha, beta, outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], _channel_stride(alpha),
-        COMPUTE=_compute(x),
+        x, y, alpha, beta, outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], channel_stride(alpha),
+        COMPUTE=compute_type(x),
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"])
     return y
 
@@ -99,7 +84,7 @@ def pvlu_backward(grad_output, x, alpha, beta, *, outer, C, inner):
     grid = (n_programs * cfg["n_c_blocks"],)
     _pvlu_backward_kernel[grid](
         x, grad_output, grad_x, alpha, beta, dalpha_partial, dbeta_partial,
-        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, _channel_stride(alpha),
-        COMPUTE=_compute(x),
+        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, channel_stride(alpha),
+        COMPUTE=compute_type(x),
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"])
     return grad_x, sum_partials(dalpha_partial, alpha), sum_partials(dbeta_partial, beta)

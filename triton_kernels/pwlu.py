@@ -21,7 +21,7 @@ import triton.language as tl
 
 from .._layout import sum_partials
 from ..reference import compute_dtype
-from .common import reduction_programs, tile_config, tile_offsets
+from .common import channel_stride, compute_type, load_channel, reduction_programs, tile_config, tile_offsets
 
 # Backward tiles on a GPU: at most this many elements, a one-hot [tile elements, N_POW2 bins] selection
 # of at most this many values, and per-program [channels, N_POW2] sums of at most this many values, all
@@ -46,19 +46,13 @@ def _div_rn(a, b, COMPUTE: tl.constexpr):
 
 
 @triton.jit
-def _load_channel(P, c, c_mask, p_stride_c, COMPUTE: tl.constexpr):
-    """A ``(C,)`` or shared ``(1,)`` parameter at channels ``c``, shaped to broadcast over a tile."""
-    return tl.load(P + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)[None, :, None]
-
-
-@triton.jit
 def _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
                     N: tl.constexpr, COMPUTE: tl.constexpr):
     """Per-channel values of a tile: B_L, B_R, K_L, K_R, Y[0], Y[N], the interval width d and the table rows."""
-    bl = _load_channel(LB, c, c_mask, p_stride_c, COMPUTE)
-    br = _load_channel(RB, c, c_mask, p_stride_c, COMPUTE)
-    kl = _load_channel(LS, c, c_mask, p_stride_c, COMPUTE)
-    kr = _load_channel(RS, c, c_mask, p_stride_c, COMPUTE)
+    bl = load_channel(LB, c, c_mask, p_stride_c, COMPUTE)
+    br = load_channel(RB, c, c_mask, p_stride_c, COMPUTE)
+    kl = load_channel(LS, c, c_mask, p_stride_c, COMPUTE)
+    kr = load_channel(RS, c, c_mask, p_stride_c, COMPUTE)
     # Table row of each channel (0 when shared); channels past C read row 0, so no address leaves the table.
     rows = (tl.where(c_mask, c, 0) * (p_stride_c * (N + 1)))[None, :, None]
     y_first = tl.load(POINTS + rows).to(COMPUTE)
@@ -169,15 +163,6 @@ def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
     tl.store(DPOINTS_PARTIAL + points_partial, dpoints, mask=c_mask[:, None] & (bins < N + 1)[None, :])
 
 
-def _channel_stride(p: torch.Tensor) -> int:
-    """1 for per-channel parameters (channels on axis 0), 0 for shared ones (size 1 there)."""
-    return 0 if p.shape[0] == 1 else 1
-
-
-def _compute(x: torch.Tensor):
-    return tl.float64 if compute_dtype(x) == torch.float64 else tl.float32
-
-
 def _fit_tile(cfg: dict, outer: int, C: int, inner: int, max_elements: int, max_channels: int) -> dict:
     """``cfg`` (from :func:`tile_config`) with its tile cut down to at most ``max_elements`` elements
     and ``max_channels`` channels.
@@ -215,8 +200,8 @@ def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *,
     grid = (cfg["n_tiles"] * cfg["n_c_blocks"],)
     _pwlu_forward_kernel[grid](
         x, y, points, left_bound, right_bound, left_slope, right_slope,
-        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], _channel_stride(left_bound),
-        N=points.shape[1] - 1, COMPUTE=_compute(x),
+        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], channel_stride(left_bound),
+        N=points.shape[1] - 1, COMPUTE=compute_type(x),
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
         num_warps=FORWARD_WARPS_FLOAT64 if x.dtype == torch.float64 else 4)
     return y
@@ -236,8 +221,8 @@ def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, r
     _pwlu_backward_kernel[grid](
         x, grad_output, grad_x, points, left_bound, right_bound, left_slope, right_slope,
         dpoints_partial, dlb_partial, drb_partial, dls_partial, drs_partial,
-        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, _channel_stride(left_bound),
-        N=intervals, N_POW2=n_pow2, COMPUTE=_compute(x),
+        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, channel_stride(left_bound),
+        N=intervals, N_POW2=n_pow2, COMPUTE=compute_type(x),
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
         num_warps=BACKWARD_WARPS)
     # sum_partials takes channels on the last axis: points transposed to (N + 1, C), and back.
