@@ -149,3 +149,11 @@ def test_torch_compile_module_in_both_phases():
         assert torch.equal(compiled(x), torch.relu(x))
     assert module.realigned
     torch.testing.assert_close(compiled(x), module(x), msg="compiled phase II")
+
+
+@pytest.mark.parametrize("backend", [b for b in ("cpu", "cuda") if b in KERNEL_BACKENDS])
+def test_cpp_backends_name_their_interval_limit(backend):
+    device = backend_device(backend)
+    x = torch.randn(2, 3, 4, device=device)
+    with pytest.raises(ValueError, match=r"serve 1 to 64 intervals, got N = 65 .*the triton and reference"):
+        lk.pwlu(x, *pwlu_params(3, "N65", device=device), backend=backend)
