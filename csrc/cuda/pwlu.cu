@@ -31,50 +31,24 @@
 #include <utility>
 
 #include "dtypes.h"
+#include "cuda/common.cuh"
 #include "launch.h"
 #include "pwlu.h"
 
 namespace lslu_kernels {
 namespace {
 
-// Most threads of a block (a multiple of 32: the reductions shuffle full warps).
-constexpr int kThreads = 256;
-// Channels of one rows-kernel tile.
-constexpr int kRowsTileChannels = 64;
-// Packs each thread loads before computing on them: keeps several loads in flight.
-constexpr int kUnroll = 4;
-constexpr int64_t kForwardBlocksPerSM = 8;
-// A block is given at least this many elements of its column before the grid grows further.
-constexpr int64_t kMinElementsPerBlock = 2048;
+using namespace cuda_common;
+
 // Shared memory for the backward sums of one block.
 constexpr int kSumsBytes = 48 * 1024;
 // Sums per column besides the N + 1 bins: left_bound, right_bound, left_slope, right_slope.
 constexpr int kScalarSums = 4;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-int64_t next_pow2(int64_t v) {
-  int64_t p = 1;
-  while (p < v) p *= 2;
-  return p;
-}
 
-bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-void check_launch(const char* kernel) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("lslu_kernels: launching ") + kernel + " failed: " + cudaGetErrorString(err));
-  }
-}
 
-void check_grid(int64_t blocks) {
-  // Callers always have at least one block; the 1-D grid limit is 2^31 - 1.
-  if (blocks < 1 || blocks > int64_t(INT32_MAX)) {
-    throw std::runtime_error("lslu_kernels: tensor too large for one CUDA grid (" + std::to_string(blocks) +
-                             " blocks)");
-  }
-}
 
 void check_intervals(int intervals) {
   if (intervals < 1 || intervals > kPwluMaxIntervals) {
@@ -83,40 +57,9 @@ void check_intervals(int intervals) {
   }
 }
 
-int current_multiprocessors() {
-  int device = 0;
-  int multiprocessors = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    const cudaError_t err = cudaGetLastError();  // also clears it
-    throw std::runtime_error(std::string("lslu_kernels: cannot query the CUDA device: ") + cudaGetErrorString(err));
-  }
-  return std::max(1, multiprocessors);
-}
 
-// Blocks per column (one channel for inner > 1, one 64-channel tile for inner == 1) so that
-// the whole grid has about target_blocks blocks, but each block gets enough elements.
-int64_t blocks_per_column(int64_t outer, int64_t channels, int64_t inner, int64_t target_blocks) {
-  if (outer <= 0 || channels <= 0 || inner <= 0) return 1;
-  const bool rows_layout = inner == 1;
-  const int64_t columns = rows_layout ? ceil_div(channels, kRowsTileChannels) : channels;
-  const int64_t column_elements = rows_layout ? outer * std::min<int64_t>(channels, kRowsTileChannels) : outer * inner;
-  const int64_t wanted = ceil_div(target_blocks, columns);
-  const int64_t useful = ceil_div(column_elements, kMinElementsPerBlock);
-  return std::max<int64_t>(1, std::min(wanted, useful));
-}
 
-// int32 indices are enough when every loop counter, which may run up to kUnroll grid
-// strides past the end, stays below 2^31.
-bool needs_int64(int64_t numel, int64_t grid_threads) {
-  return numel + kUnroll * grid_threads >= (int64_t(1) << 31);
-}
 
-// N consecutive elements moved by one load or store of N * sizeof(scalar_t) bytes.
-template <typename scalar_t, int N>
-struct alignas(sizeof(scalar_t) * N) Pack {
-  scalar_t v[N];
-};
 
 // Elements per pack of the channel kernels: 16 bytes, all in one channel.
 template <typename scalar_t>
@@ -164,7 +107,7 @@ __device__ __forceinline__ acc_t backward_element(acc_t x, acc_t g, const PwluCh
 }
 
 template <typename acc_t>
-__device__ __forceinline__ acc_t warp_sum_down(acc_t v) {
+__device__ __forceinline__ acc_t pwlu_warp_sum_down(acc_t v) {
   // Lane 0 receives the whole warp, in a fixed order.
   for (int offset = 16; offset >= 1; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
   return v;
@@ -313,7 +256,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int r = threadIdx.x / 32; r < sum_rows; r += warps) {
     acc_t total = acc_t(0);
     for (int c = lane; c < columns; c += 32) total += sums[r * columns + c];
-    total = warp_sum_down(total);
+    total = pwlu_warp_sum_down(total);
     if (lane == 0) write_partial(dpoints_partial, dscalars_partial, int64_t(partial), int64_t(channels),
                                  int64_t(channel), N, r, total);
   }
@@ -468,10 +411,6 @@ Params<acc_type<scalar_t>> params_of(const PwluArgs& a) {
                        static_cast<const acc_t*>(a.right_slope), a.intervals};
 }
 
-// Threads of a channel-kernel block: fewer than kThreads when a channel has few packs.
-int channel_block_threads(int64_t packs_per_channel) {
-  return int(std::min<int64_t>(kThreads, std::max<int64_t>(32, ceil_div(packs_per_channel, 32) * 32)));
-}
 
 // Columns of backward sums that fit kSumsBytes.
 template <typename scalar_t>
@@ -494,7 +433,7 @@ int backward_channel_threads(int64_t packs_per_channel, int intervals) {
 
 // Block shape of the rows kernels: tile_width / CV threads across a tile of
 // min(64, next_pow2(channels)) channels, the rest of `threads` down the rows.
-dim3 rows_block(int64_t channels, int channels_per_thread, int threads) {
+dim3 pwlu_rows_block(int64_t channels, int channels_per_thread, int threads) {
   const int tile_width = int(std::min<int64_t>(kRowsTileChannels, next_pow2(channels)));
   const int across = std::max(1, tile_width / channels_per_thread);
   return dim3(unsigned(across), unsigned(std::max(1, threads / across)));
@@ -504,16 +443,13 @@ dim3 rows_block(int64_t channels, int channels_per_thread, int threads) {
 // sum_columns (threads a multiple of 32 and of the threads across a tile).
 template <typename scalar_t>
 dim3 backward_rows_block(int64_t channels, int channels_per_thread, int intervals) {
-  const dim3 widest = rows_block(channels, channels_per_thread, kThreads);
+  const dim3 widest = pwlu_rows_block(channels, channels_per_thread, kThreads);
   const int multiple = std::max(32, int(widest.x));
   const int by_memory = sum_columns<scalar_t>(intervals) / channels_per_thread / multiple * multiple;
   if (by_memory < multiple) throw std::invalid_argument("pwlu: too many intervals for the cuda backward");
-  return rows_block(channels, channels_per_thread, std::min(kThreads, by_memory));
+  return pwlu_rows_block(channels, channels_per_thread, std::min(kThreads, by_memory));
 }
 
-int64_t rows_tiles(int64_t channels, dim3 block, int channels_per_thread) {
-  return ceil_div(channels, int64_t(block.x) * channels_per_thread);
-}
 
 template <typename scalar_t, int VEC>
 void launch_forward_channel(const PwluArgs& a, int64_t blocks_per_channel, cudaStream_t stream) {
@@ -558,7 +494,7 @@ void launch_backward_channel(const PwluArgs& a, cudaStream_t stream) {
 
 template <typename scalar_t, int CV>
 void launch_forward_rows(const PwluArgs& a, int64_t blocks_per_tile, cudaStream_t stream) {
-  const dim3 block = rows_block(a.channels, CV, kThreads);
+  const dim3 block = pwlu_rows_block(a.channels, CV, kThreads);
   const int64_t blocks = rows_tiles(a.channels, block, CV) * blocks_per_tile;
   check_grid(blocks);
   const auto* x = static_cast<const scalar_t*>(a.x);
