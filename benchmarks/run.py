@@ -1,25 +1,41 @@
 """The main job: every backend of every activation against eager PyTorch, torch.compile and the copy bandwidth.
 
     python benchmarks/run.py            # the full sweep for this machine's device
-    python benchmarks/run.py --quick    # one small shape per case
+    python benchmarks/run.py --quick    # one small shape per case, printed only
 
-Runs on the GPU when there is one, else on the CPU. For each case and mode
-(forward, backward, forward+backward) it times every provider: the project's
-kernel backends that serve the device, the eager reference
-(``lslu_kernels.reference``), ``torch.compile`` of that reference, and
-``torch.relu`` as the price of a non-learnable activation. Each time is also
-given as GB/s of the bytes the op must move at least (forward: read x, write
-y; backward: read x and dy, write dx) and as a percentage of the device's copy
-bandwidth, measured in the same run. Results are printed as a table and
-appended to ``benchmarks/results/<device>.csv``.
+Runs on the GPU when there is one, else on the CPU. For each case (op, shape,
+layout, dtype) and mode (forward, backward, forward+backward) it times every
+provider: the project's kernel backends that serve the device, the eager
+reference (``lslu_kernels.reference``), ``torch.compile`` of that reference,
+and PyTorch's own ``torch.relu`` and ``torch.nn.functional.prelu`` as the price
+of a non-learnable and of the cheapest built-in learnable activation.
+
+Timing: on the GPU ``triton.testing.do_bench`` (CUDA events, L2 flushed before
+every call, warm-up excluded); on the CPU the wall time of repeated calls after
+three warm-up calls. Both report the median and the 20%/80% quantiles, and both
+rotate through enough copies of the inputs that together they exceed the
+last-level cache three times over, so no call finds its inputs in the cache.
+
+Each time is also given as GB/s of the bytes the op must move at least
+(forward: read x, write y; backward: read x and dy, write dx) and as a
+percentage of the device's copy bandwidth, measured in the same run on a large
+tensor copy (bytes read + written). For forward+backward the run also records
+the peak memory of one step above its inputs and the bytes the autograd graph
+saves for backward.
+
+Results are printed as a table and appended to
+``benchmarks/results/<device>.csv``; ``benchmarks/plot.py`` draws them and
+``benchmarks/report.py`` writes the README's results section from them.
 """
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import datetime
-import functools
+import itertools
 import math
+import os
 import pathlib
 import platform
 import re
@@ -31,6 +47,7 @@ from collections.abc import Callable
 
 import torch
 import torch._functorch.config
+import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -43,6 +60,9 @@ MODES = ("forward", "backward", "forward+backward")
 # Tensor-sized passes over memory each mode needs at the least.
 PASSES = {"forward": 2, "backward": 3, "forward+backward": 5}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+FIELDS = ["op", "provider", "mode", "dtype", "shape", "layout", "median_ms", "q20_ms", "q80_ms", "gbps",
+          "pct_copy_bw", "peak_mb", "saved_mb", "device", "torch", "triton", "commit", "timestamp", "copy_gbps"]
+BASELINES = ("torch.relu", "F.prelu")
 
 
 def _lslu_params(stages):
@@ -83,6 +103,35 @@ OPS = [
 
 
 @dataclasses.dataclass(frozen=True)
+class Provider:
+    """What is timed: ``fn(x, *params, channel_dim=...)``; ``make_params`` when not the op's own parameters."""
+    name: str
+    fn: Callable[..., torch.Tensor]
+    make_params: Callable[[int, torch.device], list[torch.Tensor]] | None = None
+
+
+def _relu(x, *, channel_dim):
+    return torch.relu(x)
+
+
+def _prelu(x, weight, *, channel_dim):
+    if channel_dim == 1:
+        return F.prelu(x, weight)
+    return F.prelu(x.reshape(-1, x.shape[-1]), weight).view(x.shape)  # prelu's channel axis is 1
+
+
+def providers(device: torch.device, op: Op) -> list[Provider]:
+    """Everything timed for ``op`` on ``device``; call once per case, so each case compiles afresh."""
+    out = [Provider(name, lambda *a, name=name, **k: op.fn(*a, backend=name, **k))
+           for name, backend in _backends.backends().items()
+           if name != "reference" and backend.serves_device(device.type)]
+    out += [Provider("eager", op.reference), Provider("torch.compile", torch.compile(op.reference, dynamic=False)),
+            Provider("torch.relu", _relu, lambda channels, device: []),
+            Provider("F.prelu", _prelu, lambda channels, device: [torch.full((channels,), 0.25, device=device)])]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
 class Case:
     op: Op
     shape: tuple[int, ...]
@@ -93,23 +142,29 @@ class Case:
     def channel_dim(self) -> int:
         return -1 if self.layout == "blc" else 1
 
-    def make_inputs(self, device: torch.device) -> list[torch.Tensor]:
-        """x and the op's per-channel parameters (float32), all requiring grad."""
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPES[self.dtype].itemsize
+
+    def make_inputs(self, provider: Provider, device: torch.device) -> list[torch.Tensor]:
+        """x and the provider's parameters (float32, per channel), all requiring grad."""
         x = torch.randn(self.shape, device=device, dtype=DTYPES[self.dtype])
         if self.layout == "channels_last":
             x = x.to(memory_format=torch.channels_last)
-        return [t.requires_grad_() for t in (x, *self.op.make_params(self.shape[self.channel_dim], device))]
+        make_params = provider.make_params or self.op.make_params
+        return [t.requires_grad_() for t in (x, *make_params(self.shape[self.channel_dim], device))]
 
 
 def cases(device: torch.device, quick: bool) -> list[Case]:
-    """CNN activations (NCHW and channels-last) and transformer activations ((B, L, C))."""
+    """CNN activations (NCHW and channels-last) and transformer activations ((B, L, C), channel axis last)."""
     if quick:
-        cnn, blc = [(8, 64, 28, 28)], [(4, 256, 768)]
-    elif device.type == "cuda":  # 64 MB and more in float32: far beyond the L2 cache
-        cnn, blc = [(32, 256, 56, 56), (64, 128, 112, 112)], [(16, 2048, 1024), (8, 4096, 4096)]
-    else:
-        cnn, blc = [(16, 64, 56, 56)], [(8, 512, 768)]
-    dtypes = ["float32", "bfloat16"] + (["float16"] if device.type == "cuda" else [])
+        cnn, blc, dtypes = [(8, 64, 28, 28)], [(4, 256, 768)], ["float32"]
+    elif device.type == "cuda":  # ResNet-50 stages 1 and 3, a stem; BERT-large, a 4096-wide LLM layer, ViT-B
+        cnn = [(64, 256, 56, 56), (64, 1024, 14, 14), (32, 64, 112, 112)]
+        blc = [(16, 2048, 1024), (8, 4096, 4096), (64, 197, 768)]
+        dtypes = ["float32", "bfloat16", "float16"]
+    else:  # ResNet stage 1 (the size of the CPU targets) and stage 3; a GPT-2-small sized sequence batch
+        cnn, blc, dtypes = [(16, 64, 56, 56), (16, 256, 14, 14)], [(8, 512, 768)], ["float32", "bfloat16"]
     out = []
     for dtype in dtypes:
         for op in OPS:
@@ -118,16 +173,20 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
     return out
 
 
-def providers(device: torch.device, op: Op) -> dict[str, Callable]:
-    """Name -> ``fn(x, *params, channel_dim=...)`` for everything timed on ``device``."""
-    out = {}
-    for name, backend in _backends.backends().items():
-        if name != "reference" and backend.serves_device(device.type):
-            out[name] = functools.partial(op.fn, backend=name)
-    out["eager"] = op.reference
-    out["torch.compile"] = torch.compile(op.reference, dynamic=False)
-    out["torch.relu"] = lambda x, *params, channel_dim: torch.relu(x)
-    return out
+def last_level_cache_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).L2_cache_size
+    sizes = [64 << 20]  # when sysfs does not tell
+    for index in pathlib.Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        with contextlib.suppress(OSError, ValueError):
+            text = (index / "size").read_text().strip()
+            sizes.append(int(text[:-1]) << {"K": 10, "M": 20, "G": 30}[text[-1]])
+    return max(sizes)
+
+
+def rotation_copies(case: Case, device: torch.device) -> int:
+    """How many input sets to rotate through so that together they exceed the last-level cache 3 times."""
+    return max(1, min(32, math.ceil(3 * last_level_cache_bytes(device) / case.nbytes)))
 
 
 def measure(fn: Callable[[], object], device: torch.device, min_time: float) -> tuple[float, float, float]:
@@ -135,7 +194,6 @@ def measure(fn: Callable[[], object], device: torch.device, min_time: float) -> 
     if device.type == "cuda":
         import triton.testing
 
-        # Clears the L2 cache before every call, so inputs are read from memory.
         return tuple(triton.testing.do_bench(fn, warmup=25, rep=max(100, int(1000 * min_time)),
                                              quantiles=[0.5, 0.2, 0.8]))
     for _ in range(3):
@@ -165,18 +223,90 @@ def copy_bandwidth(device: torch.device, min_time: float) -> float:
 torch._functorch.config.donated_buffer = False
 
 
-def time_case(case: Case, provider: Callable, mode: str, device: torch.device, min_time: float):
-    inputs = case.make_inputs(device)
-    forward = lambda: provider(*inputs, channel_dim=case.channel_dim)  # noqa: E731
+def time_case(case: Case, provider: Provider, mode: str, device: torch.device, min_time: float):
+    """Time one mode, each call on the next of ``rotation_copies`` input sets."""
+    sets = [case.make_inputs(provider, device) for _ in range(rotation_copies(case, device))]
+    forwards = [lambda inputs=inputs: provider.fn(*inputs, channel_dim=case.channel_dim) for inputs in sets]
+    turn = itertools.cycle(range(len(sets)))
     if mode == "forward":
-        return measure(forward, device, min_time)
-    y = forward()
-    grad_output = torch.randn_like(y)
+        return measure(lambda: forwards[next(turn)](), device, min_time)
+    grad_outputs = [torch.randn_like(forward()) for forward in forwards]
     # allow_unused: the torch.relu baseline has no parameters.
     if mode == "backward":
-        return measure(lambda: torch.autograd.grad(y, inputs, grad_output, retain_graph=True, allow_unused=True),
-                       device, min_time)
-    return measure(lambda: torch.autograd.grad(forward(), inputs, grad_output, allow_unused=True), device, min_time)
+        outputs = [forward() for forward in forwards]
+
+        def backward():
+            i = next(turn)
+            return torch.autograd.grad(outputs[i], sets[i], grad_outputs[i], retain_graph=True, allow_unused=True)
+        return measure(backward, device, min_time)
+
+    def forward_backward():
+        i = next(turn)
+        return torch.autograd.grad(forwards[i](), sets[i], grad_outputs[i], allow_unused=True)
+    return measure(forward_backward, device, min_time)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The profiler's C++ side prints start/stop lines on stderr, which would break the progress bar."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def peak_bytes(step: Callable[[], object], device: torch.device) -> int | None:
+    """Peak memory allocated by ``step()`` above what was allocated before it (None when it cannot be seen)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    # The CPU allocator keeps no statistics; the profiler records every allocation and free.
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    try:  # kineto's raw memory events, in time order (not a public API, hence the guard)
+        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                        if e.name() == "[memory]")
+    except AttributeError:
+        return None
+    allocated = peak = 0
+    for _, nbytes in events:
+        allocated += nbytes
+        peak = max(peak, allocated)
+    return peak
+
+
+def saved_bytes(forward: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the distinct storages the autograd graph of ``forward()`` keeps for backward."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward()
+    return sum(storages.values())
+
+
+def memory_case(case: Case, provider: Provider, device: torch.device) -> tuple[int | None, int]:
+    """(peak bytes of one forward+backward step above its inputs, bytes saved for backward)."""
+    inputs = case.make_inputs(provider, device)
+    forward = lambda: provider.fn(*inputs, channel_dim=case.channel_dim)  # noqa: E731
+    grad_output = torch.randn_like(forward())
+    step = lambda: torch.autograd.grad(forward(), inputs, grad_output, allow_unused=True)  # noqa: E731
+    step()  # compiled providers compile here, not inside the measurement
+    return peak_bytes(step, device), saved_bytes(forward)
 
 
 def device_name(device: torch.device) -> str:
@@ -204,9 +334,26 @@ def results_path(device: torch.device) -> pathlib.Path:
     return RESULTS_DIR / (re.sub(r"[^A-Za-z0-9]+", "-", slug).strip("-").lower() + ".csv")
 
 
+def append_rows(path: pathlib.Path, rows: list[dict]) -> None:
+    """Append to ``path``, writing the header for a new file; refuse a file with other columns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f))
+        if header != FIELDS:
+            raise SystemExit(f"{path} has columns {header}, this runner writes {FIELDS}; "
+                             "pass --out to write elsewhere")
+    new = not path.exists() or not path.stat().st_size
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one small shape per case")
+    parser.add_argument("--quick", action="store_true", help="one small shape per case; printed, saved only with --out")
     parser.add_argument("--ops", nargs="+", default=None, help="only these ops (e.g. lslu pwlu)")
     parser.add_argument("--min-time", type=float, default=None, help="seconds to time each measurement")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="CSV to append to (default: per device)")
@@ -214,50 +361,65 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    min_time = args.min_time if args.min_time is not None else (0.2 if args.quick else 1.0)
+    min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.5)
     console = Console()
     if not console.is_terminal:  # a log or a pipe: wide enough for one line per row
-        console = Console(width=150)
+        console = Console(width=160)
     bandwidth = copy_bandwidth(device, min_time)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     meta = dict(device=device_name(device), torch=torch.__version__, triton=_triton_version(),
                 commit=git_commit(), timestamp=now, copy_gbps=f"{bandwidth:.1f}")
     console.print(f"[bold]lslu-kernels benchmark[/] on {meta['device']}; torch {meta['torch']}, "
-                  f"triton {meta['triton']}, commit {meta['commit']}; copy bandwidth {bandwidth:.1f} GB/s")
+                  f"triton {meta['triton']}, commit {meta['commit']}; copy bandwidth {bandwidth:.1f} GB/s; "
+                  f"last-level cache {last_level_cache_bytes(device) >> 20} MiB")
 
     chosen = [c for c in cases(device, args.quick) if args.ops is None or c.op.label.split()[0] in args.ops]
-    work = [(c, p, m) for c in chosen for p in providers(device, c.op) for m in MODES]
-    rows = []
+    work = [(c, p.name, m) for c in chosen for p in providers(device, c.op) for m in (*MODES, "memory")]
+    rows, memory = [], {}
+    baseline_rows = {}  # torch.relu and F.prelu do not depend on the op: measured once per shape
     timed_case = None
     for case, name, mode in track(work, description="timing", console=console, transient=True):
         if case != timed_case:  # a fresh torch.compile per case: no recompilation limit is hit
             torch._dynamo.reset()
-            timed, timed_case = providers(device, case.op), case
-        median, q20, q80 = time_case(case, timed[name], mode, device, min_time)
-        nbytes = PASSES[mode] * math.prod(case.shape) * torch.empty((), dtype=DTYPES[case.dtype]).element_size()
-        gbps = nbytes / (median * 1e-3) / 1e9
+            timed, timed_case = {p.name: p for p in providers(device, case.op)}, case
+        key = (name, case.shape, case.layout, case.dtype, mode)
+        if name in BASELINES and key in baseline_rows:
+            result = baseline_rows[key]
+        elif mode == "memory":
+            result = memory_case(case, timed[name], device)
+        else:
+            result = time_case(case, timed[name], mode, device, min_time)
+        if name in BASELINES:
+            baseline_rows[key] = result
+        if mode == "memory":
+            memory[(case, name)] = result
+            continue
+        median, q20, q80 = result
+        gbps = PASSES[mode] * case.nbytes / (median * 1e-3) / 1e9
         rows.append(dict(op=case.op.label, provider=name, mode=mode, dtype=case.dtype,
                          shape="x".join(map(str, case.shape)), layout=case.layout,
                          median_ms=f"{median:.4f}", q20_ms=f"{q20:.4f}", q80_ms=f"{q80:.4f}",
-                         gbps=f"{gbps:.1f}", pct_copy_bw=f"{100 * gbps / bandwidth:.1f}", **meta))
+                         gbps=f"{gbps:.1f}", pct_copy_bw=f"{100 * gbps / bandwidth:.1f}",
+                         peak_mb="", saved_mb="", **meta, _case=case))
+    for row in rows:  # memory belongs to the forward+backward row
+        if row["mode"] == "forward+backward":
+            peak, saved = memory[(row["_case"], row["provider"])]
+            row.update(peak_mb="" if peak is None else f"{peak / 1e6:.1f}", saved_mb=f"{saved / 1e6:.1f}")
+        del row["_case"]
 
     console.print(summary_table(rows))
-    if not args.no_save:
+    save = not args.no_save and (args.out is not None or not args.quick)
+    if save:
         path = args.out or results_path(device)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+        append_rows(path, rows)
         console.print(f"appended {len(rows)} rows to {path}")
 
 
 def summary_table(rows: list[dict]) -> Table:
-    """One row per case and provider: median ms, % of copy bandwidth and speedup over eager, per mode."""
-    table = Table(title="median ms (% of copy bandwidth) [speedup over eager]")
-    for column in ("case", "provider", *MODES):
+    """One row per case and provider: median ms, % of copy bandwidth and speedup over eager per mode; memory."""
+    table = Table(title="median ms (% of copy bandwidth) [speedup over eager]; forward+backward peak and "
+                        "saved-for-backward MB")
+    for column in ("case", "provider", *MODES, "peak MB", "saved MB"):
         table.add_column(column, justify="left" if column in ("case", "provider") else "right")
     by_key = {(r["op"], r["dtype"], r["shape"], r["layout"], r["provider"], r["mode"]): r for r in rows}
     seen = []
@@ -271,7 +433,9 @@ def summary_table(rows: list[dict]) -> Table:
             row, eager = by_key[(*key, mode)], by_key[(*key[:-1], "eager", mode)]
             speedup = float(eager["median_ms"]) / float(row["median_ms"])
             cells.append(f"{float(row['median_ms']):.3f} ({row['pct_copy_bw']}%) [{speedup:.2f}x]")
-        table.add_row(" ".join(key[:4]), key[4], *cells, end_section=key[4] == "torch.relu")
+        full = by_key[(*key, "forward+backward")]
+        table.add_row(" ".join(key[:4]), key[4], *cells, full["peak_mb"], full["saved_mb"],
+                      end_section=key[4] == BASELINES[-1])
     return table
 
 

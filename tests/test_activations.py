@@ -179,3 +179,17 @@ def test_torch_compile_fullgraph(kernel_backend, op):
     torch.testing.assert_close(y, y_eager, rtol=1e-5, atol=1e-6, msg="compiled output")
     for (name, p), g in zip(model.named_parameters(), compiled_grads):
         torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6, msg=f"compiled grad of {name}")
+
+
+def test_backward_keeps_only_the_input(kernel_backend, op):
+    """The autograd graph holds x and the (small) parameters, no input-sized intermediate (SPEC.md section 3)."""
+    device = backend_device(kernel_backend)
+    x = torch.randn(2, 7, 5, 3, device=device, requires_grad=True)
+    params = [p.requires_grad_() for p in op.make_params(7, op.variants[0], device=device)]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        op.fn(x, *params, backend=kernel_backend)
+    large = [t for t in saved if t.numel() >= x.numel()]
+    assert len(large) == 1 and large[0] is x, f"input-sized tensors saved: {[tuple(t.shape) for t in large]}"
+    assert sum(t.numel() for t in saved) == x.numel() + sum(p.numel() for p in params), \
+        f"saved tensors {[tuple(t.shape) for t in saved]}, expected x and the parameters"

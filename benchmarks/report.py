@@ -1,0 +1,179 @@
+"""Writes the README's results section from the committed results in ``benchmarks/results/``.
+
+    python benchmarks/report.py            # print the section
+    python benchmarks/report.py --write    # replace it in README.md
+
+No figure in that section is typed by hand: ``tests/test_readme_results.py``
+fails when the README differs from what this script makes of the committed
+results. For each case, the latest row in the results file counts.
+"""
+
+import argparse
+import csv
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+BEGIN = "<!-- results:begin (written by benchmarks/report.py; do not edit by hand) -->"
+END = "<!-- results:end -->"
+CASE_KEY = ("op", "provider", "mode", "dtype", "shape", "layout")
+REFERENCE_PROVIDERS = ("eager", "torch.compile", "torch.relu", "F.prelu")
+
+# The speed targets the issues set, as (device kind, op, shape, layout, dtype, mode, measure, bound, issue).
+# "compile"/"eager": the kernel's speedup over that provider; "pct_copy_bw": percentage of copy bandwidth.
+TARGETS = [
+    ("cpu", "lslu S=3", "16x64x56x56", "nchw", "float32", "forward+backward", "compile", 1.5, 3),
+    ("cpu", "lslu S=3", "16x64x56x56", "nchw", "float32", "forward+backward", "eager", 4.0, 3),
+    ("cpu", "pvlu", "16x64x56x56", "nchw", "float32", "forward+backward", "compile", 1.5, 4),
+    ("cpu", "pwlu N=16", "16x64x56x56", "nchw", "float32", "forward+backward", "compile", 1.5, 4),
+]
+GPU_BANDWIDTH_TARGETS = [  # issue 4, at tensors of 64 MB and more: (op, mode, % of copy bandwidth)
+    ("pvlu", "forward", 90), ("pvlu", "backward", 90), ("pwlu N=16", "forward", 90), ("pwlu N=16", "backward", 70),
+]
+
+
+def load_latest(path: pathlib.Path) -> list[dict]:
+    """The rows of a results CSV, keeping for each case the last one written."""
+    with path.open(newline="") as f:
+        latest = {tuple(row[k] for k in CASE_KEY): row for row in csv.DictReader(f)}
+    return list(latest.values())
+
+
+def result_files(results_dir: pathlib.Path = RESULTS_DIR) -> list[pathlib.Path]:
+    """CPU first, then GPUs by name."""
+    return sorted(results_dir.glob("*.csv"), key=lambda p: (not p.name.startswith("cpu-"), p.name))
+
+
+def kernel_providers(rows: list[dict]) -> list[str]:
+    """The project's backends in these rows, in the order they appear."""
+    return list(dict.fromkeys(r["provider"] for r in rows if r["provider"] not in REFERENCE_PROVIDERS))
+
+
+def _ms(row: dict | None) -> str:
+    return "–" if row is None else f"{float(row['median_ms']):.3f}"
+
+
+def _speedup(row: dict | None, over: dict | None) -> float | None:
+    if row is None or over is None:
+        return None
+    return float(over["median_ms"]) / float(row["median_ms"])
+
+
+def _element_mb(row: dict) -> float:
+    """MB of one input-sized tensor of this case."""
+    nelements = 1
+    for size in row["shape"].split("x"):
+        nelements *= int(size)
+    return nelements * (4 if row["dtype"] == "float32" else 2) / 1e6
+
+
+def case_table(rows: list[dict], dtype: str, mode: str) -> list[str]:
+    """One line per op, shape and layout: each provider's median ms; speedups and memory of the kernels."""
+    kernels = kernel_providers(rows)
+    by_key = {tuple(r[k] for k in CASE_KEY): r for r in rows}
+    header = (["op", "shape", "layout"] + [f"{k} ms" for k in kernels]
+              + [f"{p} ms" for p in REFERENCE_PROVIDERS]
+              + [f"{k} ×eager / ×compile / % copy bw" for k in kernels])
+    if mode == "forward+backward":
+        header += ["saved for backward MB (" + " / ".join(kernels + ["eager", "compile"]) + ")",
+                   "peak MB (" + " / ".join(kernels + ["eager", "compile"]) + ")"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cases = dict.fromkeys((r["op"], r["shape"], r["layout"]) for r in rows if r["dtype"] == dtype and r["mode"] == mode)
+    for op, shape, layout in cases:
+        get = {p: by_key.get((op, p, mode, dtype, shape, layout)) for p in kernels + list(REFERENCE_PROVIDERS)}
+        cells = [op, shape, layout] + [_ms(get[p]) for p in kernels + list(REFERENCE_PROVIDERS)]
+        for k in kernels:
+            over_eager, over_compile = _speedup(get[k], get["eager"]), _speedup(get[k], get["torch.compile"])
+            cells.append("–" if get[k] is None else
+                         f"{over_eager:.2f}× / {over_compile:.2f}× / {get[k]['pct_copy_bw']}%")
+        if mode == "forward+backward":
+            for column in ("saved_mb", "peak_mb"):
+                cells.append(" / ".join(get[p][column] or "?" if get[p] else "–"
+                                        for p in kernels + ["eager", "torch.compile"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def target_lines(path: pathlib.Path, rows: list[dict]) -> list[str]:
+    """Each target the issues set for this kind of device, with the measured value and whether it is met."""
+    by_key = {tuple(r[k] for k in CASE_KEY): r for r in rows}
+    lines = []
+    if path.name.startswith("cpu-"):
+        for _, op, shape, layout, dtype, mode, over, bound, issue in TARGETS:
+            kernel = by_key.get((op, "cpu", mode, dtype, shape, layout))
+            other = by_key.get((op, "eager" if over == "eager" else "torch.compile", mode, dtype, shape, layout))
+            value = _speedup(kernel, other)
+            verdict = "not measured" if value is None else f"{value:.2f}× — {'met' if value >= bound else 'MISSED'}"
+            lines.append(f"- issue {issue}: `cpu` {op} {mode} at {shape} {layout} {dtype} ≥ {bound}× "
+                         f"{'the eager reference' if over == 'eager' else 'torch.compile'}: {verdict}")
+        return lines
+    for op, mode, bound in GPU_BANDWIDTH_TARGETS:
+        measured = [r for r in rows if r["op"] == op and r["mode"] == mode and r["provider"] == "cuda"
+                    and _element_mb(r) >= 64]
+        if not measured:
+            lines.append(f"- issue 4: `cuda` {op} {mode} ≥ {bound}% of copy bandwidth at ≥ 64 MB: not measured")
+            continue
+        worst = min(measured, key=lambda r: float(r["pct_copy_bw"]))
+        verdict = "met" if float(worst["pct_copy_bw"]) >= bound else "MISSED"
+        lines.append(f"- issue 4: `cuda` {op} {mode} ≥ {bound}% of copy bandwidth at ≥ 64 MB: lowest "
+                     f"{worst['pct_copy_bw']}% ({worst['shape']} {worst['layout']} {worst['dtype']}) — {verdict}")
+    return lines
+
+
+def device_section(path: pathlib.Path) -> list[str]:
+    rows = load_latest(path)
+    first = rows[0]
+    commits = ", ".join(sorted({r["commit"] for r in rows}))
+    dates = sorted({r["timestamp"][:10] for r in rows})
+    lines = [f"### {first['device']}", "",
+             f"`{path.relative_to(ROOT)}`: torch {first['torch']}, triton {first['triton']}, "
+             f"commit {commits}, measured {' to '.join(dict.fromkeys([dates[0], dates[-1]]))}; "
+             f"copy bandwidth {first['copy_gbps']} GB/s (large tensor copy, bytes read + written).", ""]
+    plots = sorted((path.parent / "plots").glob(path.stem + "-*.png"))
+    if plots:
+        lines += [" ".join(f"![{p.stem}]({p.relative_to(ROOT)})" for p in plots), ""]
+    targets = target_lines(path, rows)
+    if targets:
+        lines += ["Targets:", "", *targets, ""]
+    for dtype in dict.fromkeys(r["dtype"] for r in rows):
+        lines += [f"Forward+backward, {dtype}, median ms:", "", *case_table(rows, dtype, "forward+backward"), ""]
+    return lines
+
+
+def section(results_dir: pathlib.Path = RESULTS_DIR) -> str:
+    lines = [BEGIN, "",
+             "Generated by `python benchmarks/report.py --write` from the committed results; forward and "
+             "backward alone are in the CSV files and the plots. ×eager and ×compile are speedups "
+             "(higher is better); % copy bw is GB/s of the bytes the op must move (read x, dy; write y, dx) "
+             "over the copy bandwidth; peak MB is one step's allocation above its inputs, saved MB what "
+             "the autograd graph keeps for backward.", ""]
+    for path in result_files(results_dir):
+        lines += device_section(path)
+    return "\n".join(lines + [END])
+
+
+def replace_section(readme: str, new_section: str) -> str:
+    begin, end = readme.index(BEGIN), readme.index(END) + len(END)
+    return readme[:begin] + new_section + readme[end:]
+
+
+def readme_section(readme: str) -> str:
+    return readme[readme.index(BEGIN):readme.index(END) + len(END)]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help=f"replace the section in {README.name}")
+    args = parser.parse_args(argv)
+    text = section()
+    if args.write:
+        README.write_text(replace_section(README.read_text(), text))
+        print(f"wrote the results section of {README}")
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
