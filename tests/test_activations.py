@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from ops import OPS
 from parity import DTYPES, GRADCHECK_LAYOUTS, LAYOUTS, check_parity, forward_backward
 
+from lslu_kernels import cpp_kernels
+
 PARITY_CASES = [(op, variant) for op in OPS for variant in op.variants]
 
 
@@ -106,7 +108,8 @@ def test_backward_is_deterministic(kernel_backend, op, shared):
 def test_cpu_result_does_not_depend_on_the_thread_count(op):
     if "cpu" not in KERNEL_BACKENDS:
         pytest.skip("cpu backend not built")
-    x = torch.randn(6, 37, 11, 13)
+    x = torch.randn(6, 37, 23, 29)  # enough elements for 3 threads (cpp_kernels.CPU_GRAIN per thread)
+    assert x.numel() >= 3 * cpp_kernels.CPU_GRAIN
     params = op.make_params(37, op.variants[0])
     grad_output = torch.randn_like(x)
     threads = torch.get_num_threads()

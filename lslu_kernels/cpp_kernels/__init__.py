@@ -23,11 +23,19 @@ def dtype_name(t: torch.Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
 
 
-def launch_arg(device: torch.device) -> int:
-    """What the extension launches with: the current CUDA stream, or the CPU thread count."""
-    if device.type == "cuda":
-        return torch.cuda.current_stream(device).cuda_stream
-    return torch.get_num_threads()
+# Elements per CPU thread at the least (PyTorch's own grain size): waking threads for
+# less work costs more than it saves, most of all on a busy machine.
+CPU_GRAIN = 32768
+
+
+def launch_arg(x: torch.Tensor) -> int:
+    """What the extension launches with for ``x``: the current CUDA stream, or the CPU thread count.
+
+    The CPU result does not depend on the thread count, so small tensors run on fewer threads.
+    """
+    if x.device.type == "cuda":
+        return torch.cuda.current_stream(x.device).cuda_stream
+    return max(1, min(torch.get_num_threads(), x.numel() // CPU_GRAIN))
 
 
 def multiprocessors(device: torch.device) -> int:

@@ -20,7 +20,7 @@ def lslu_forward(x, theta, omega, *, outer, C, inner):
     with device_guard(x.device):
         ext.lslu_forward(x.data_ptr(), y.data_ptr(), theta_c.data_ptr(), omega_c.data_ptr(), dtype=dtype_name(x),
                          outer=outer, channels=C, inner=inner, stages=theta.shape[0],
-                         launch=launch_arg(x.device))
+                         launch=launch_arg(x))
     return y
 
 
@@ -37,5 +37,5 @@ def lslu_backward(grad_output, x, theta, omega, *, outer, C, inner):
         ext.lslu_backward(grad_output.data_ptr(), x.data_ptr(), grad_x.data_ptr(), theta_c.data_ptr(),
                           omega_c.data_ptr(), dtheta_partial.data_ptr(), domega_partial.data_ptr(),
                           dtype=dtype_name(x), outer=outer, channels=C, inner=inner, stages=S,
-                          partials=partials, launch=launch_arg(x.device))
+                          partials=partials, launch=launch_arg(x))
     return grad_x, sum_partials(dtheta_partial, theta), sum_partials(domega_partial, omega)

@@ -12,7 +12,7 @@ def pvlu_forward(x, alpha, beta, *, outer, C, inner):
     y = torch.empty_like(x)
     with device_guard(x.device):
         ext.pvlu_forward(x.data_ptr(), y.data_ptr(), alpha_c.data_ptr(), beta_c.data_ptr(), dtype=dtype_name(x),
-                         outer=outer, channels=C, inner=inner, launch=launch_arg(x.device))
+                         outer=outer, channels=C, inner=inner, launch=launch_arg(x))
     return y
 
 
@@ -27,5 +27,5 @@ def pvlu_backward(grad_output, x, alpha, beta, *, outer, C, inner):
         ext.pvlu_backward(grad_output.data_ptr(), x.data_ptr(), grad_x.data_ptr(), alpha_c.data_ptr(),
                           beta_c.data_ptr(), dalpha_partial.data_ptr(), dbeta_partial.data_ptr(),
                           dtype=dtype_name(x), outer=outer, channels=C, inner=inner, partials=partials,
-                          launch=launch_arg(x.device))
+                          launch=launch_arg(x))
     return grad_x, sum_partials(dalpha_partial, alpha), sum_partials(dbeta_partial, beta)
