@@ -59,16 +59,18 @@ def convert_activations(model: nn.Module, to: str, *, per_channel: bool = False,
 
     if type(model) is nn.ReLU:
         return make(), [""]
-    # Collect first, then replace: a ReLU instance registered at several places gets one new module.
-    sites = [(f"{parent_name}.{child_name}" if parent_name else child_name, parent, child_name, child)
-             for parent_name, parent in model.named_modules(remove_duplicate=False)
-             for child_name, child in parent._modules.items() if type(child) is nn.ReLU]
+    # Every place a ReLU is registered, in named_modules order; collected before anything is replaced,
+    # so that a ReLU instance registered at several places gets one new module.
+    sites = [name for name, module in model.named_modules(remove_duplicate=False) if type(module) is nn.ReLU]
     new_modules: dict[int, nn.Module] = {}
-    for _, parent, child_name, child in sites:
+    for name in sites:
+        parent_name, _, child_name = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        child = parent._modules[child_name]
         if id(child) not in new_modules:
             new_modules[id(child)] = make()
         setattr(parent, child_name, new_modules[id(child)])
     if not sites:
         warnings.warn("convert_activations: the model has no nn.ReLU module; functional calls "
                       "(F.relu, torch.relu) in forward code cannot be converted", stacklevel=2)
-    return model, [name for name, *_ in sites]
+    return model, sites
