@@ -1,8 +1,21 @@
 """lslu-kernels: fused kernels for learnable activation functions (LSLU, PVLU, PWLU)."""
 
 from ._backends import available_backends
+from .convert import convert_activations
 from .functional import lslu, pvlu, pwlu
-from .modules import LSLU, PVLU, PWLU
+from .modules import (
+    LSLU,
+    PVLU,
+    PWLU,
+    LazyLSLU,
+    LazyPVLU,
+    LazyPWLU,
+    LearnableSerieslinearUnit,
+    official_state_dict,
+)
+from .optim import param_groups
 
-__all__ = ["LSLU", "PVLU", "PWLU", "available_backends", "lslu", "pvlu", "pwlu"]
+__all__ = ["LSLU", "PVLU", "PWLU", "LazyLSLU", "LazyPVLU", "LazyPWLU", "LearnableSerieslinearUnit",
+           "available_backends", "convert_activations", "lslu", "official_state_dict", "param_groups", "pvlu",
+           "pwlu"]
 __version__ = "0.1.0"

@@ -1,7 +1,13 @@
-"""``torch.nn.Module`` wrappers of the activations."""
+"""``torch.nn.Module`` wrappers of the activations, their lazy (channel-count-inferring) variants,
+and the paper's full LSLU layer."""
+
+import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from . import functional
 
@@ -26,8 +32,15 @@ class LSLU(nn.Module):
         self.channels = channels
         self.channel_dim = channel_dim
         self.backend = backend
-        self.theta = nn.Parameter(torch.ones(shape, device=device, dtype=dtype))
-        self.omega = nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
+        self.theta = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+        self.omega = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        """``theta = 1``, ``omega = 0``: the unit is ReLU."""
+        self.theta.fill_(1.0)
+        self.omega.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return functional.lslu(x, self.theta, self.omega, channel_dim=self.channel_dim, backend=self.backend)
@@ -56,8 +69,15 @@ class PVLU(nn.Module):
         self.channels = channels
         self.channel_dim = channel_dim
         self.backend = backend
-        self.alpha = nn.Parameter(torch.full(shape, float(alpha), device=device, dtype=dtype))
-        self.beta = nn.Parameter(torch.full(shape, float(beta), device=device, dtype=dtype))
+        self.alpha_init, self.beta_init = float(alpha), float(beta)
+        self.alpha = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+        self.beta = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        self.alpha.fill_(self.alpha_init)
+        self.beta.fill_(self.beta_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return functional.pvlu(x, self.alpha, self.beta, channel_dim=self.channel_dim, backend=self.backend)
@@ -102,16 +122,29 @@ class PWLU(nn.Module):
         self.channels, self.intervals = channels, intervals
         self.statistics_steps, self.momentum = statistics_steps, momentum
         self.channel_dim, self.backend = channel_dim, backend
-        # Until realignment these describe ReLU on [-3, 3], the bounds of a standard normal input.
-        self.left_bound = nn.Parameter(torch.full((rows,), -3.0, **factory))
-        self.right_bound = nn.Parameter(torch.full((rows,), 3.0, **factory))
-        self.left_slope = nn.Parameter(torch.zeros(rows, **factory))
-        self.right_slope = nn.Parameter(torch.ones(rows, **factory))
+        self.left_bound = nn.Parameter(torch.empty(rows, **factory))
+        self.right_bound = nn.Parameter(torch.empty(rows, **factory))
+        self.left_slope = nn.Parameter(torch.empty(rows, **factory))
+        self.right_slope = nn.Parameter(torch.empty(rows, **factory))
         self.points = nn.Parameter(torch.empty(rows, intervals + 1, **factory))
-        self.register_buffer("running_mean", torch.zeros(rows, **factory))
-        self.register_buffer("running_std", torch.ones(rows, **factory))
+        self.register_buffer("running_mean", torch.empty(rows, **factory))
+        self.register_buffer("running_std", torch.empty(rows, **factory))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer("realigned", torch.zeros((), dtype=torch.bool, device=device))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        """The state at construction: phase I, fresh statistics, parameters describing ReLU."""
+        # Until realignment the table describes ReLU on [-3, 3], the bounds of a standard normal input.
+        self.left_bound.fill_(-3.0)
+        self.right_bound.fill_(3.0)
+        self.left_slope.zero_()
+        self.right_slope.fill_(1.0)
+        self.running_mean.zero_()
+        self.running_std.fill_(1.0)
+        self.steps.zero_()
+        self.realigned.fill_(False)
         # Python mirrors of the two buffers above: forward branches on them without
         # reading a tensor, so torch.compile traces it without a graph break.
         self._steps, self._realigned = 0, False
@@ -169,3 +202,256 @@ class PWLU(nn.Module):
         channels = "shared" if self.channels is None else f"channels={self.channels}"
         phase = "II (realigned)" if self._realigned else f"I ({self._steps}/{self.statistics_steps} steps)"
         return f"{channels}, intervals={self.intervals}, channel_dim={self.channel_dim}, phase={phase}"
+
+
+# Lazy variants: the channel count is read from the first input (nn.LazyLinear's
+# pattern). They are what `convert_activations(..., per_channel=True)` puts in
+# place of a ReLU, whose width it cannot know. The parameters materialise on
+# the device and with the dtype they carry (given at construction, then moved
+# by `.to()` like any parameter), and the module becomes the plain class.
+
+
+def _channels_of(name: str, x: torch.Tensor, channel_dim: int) -> int:
+    if not -x.dim() <= channel_dim < x.dim():
+        raise IndexError(f"{name}: channel_dim={channel_dim} is out of range for the first input, "
+                         f"which has {x.dim()} axes; the channel count cannot be inferred")
+    return x.shape[channel_dim]
+
+
+class LazyLSLU(LazyModuleMixin, LSLU):
+    """:class:`LSLU` with per-channel ``theta``/``omega`` whose channel count comes from the first input."""
+
+    cls_to_become = LSLU
+
+    def __init__(self, num_stages: int = 3, *, channel_dim: int = 1, backend: str | None = None,
+                 device=None, dtype=None):
+        super().__init__(None, num_stages, channel_dim=channel_dim, backend=backend, device=device, dtype=dtype)
+        self.num_stages = num_stages
+        self.theta = UninitializedParameter(device=device, dtype=dtype)
+        self.omega = UninitializedParameter(device=device, dtype=dtype)
+
+    def reset_parameters(self):
+        if not self.has_uninitialized_params():
+            super().reset_parameters()
+
+    def initialize_parameters(self, x: torch.Tensor):
+        if self.has_uninitialized_params():
+            channels = _channels_of("LazyLSLU", x, self.channel_dim)
+            self.theta.materialize((self.num_stages, channels))
+            self.omega.materialize((self.num_stages, channels))
+            self.reset_parameters()
+        self.channels = self.theta.shape[1]
+
+    def extra_repr(self) -> str:
+        return f"channels=<inferred>, num_stages={self.num_stages}, channel_dim={self.channel_dim}"
+
+
+class LazyPVLU(LazyModuleMixin, PVLU):
+    """:class:`PVLU` with per-channel ``alpha``/``beta`` whose channel count comes from the first input."""
+
+    cls_to_become = PVLU
+
+    def __init__(self, *, alpha: float = 0.0, beta: float = 1.0, channel_dim: int = 1, backend: str | None = None,
+                 device=None, dtype=None):
+        super().__init__(None, alpha=alpha, beta=beta, channel_dim=channel_dim, backend=backend,
+                         device=device, dtype=dtype)
+        self.alpha = UninitializedParameter(device=device, dtype=dtype)
+        self.beta = UninitializedParameter(device=device, dtype=dtype)
+
+    def reset_parameters(self):
+        if not self.has_uninitialized_params():
+            super().reset_parameters()
+
+    def initialize_parameters(self, x: torch.Tensor):
+        if self.has_uninitialized_params():
+            channels = _channels_of("LazyPVLU", x, self.channel_dim)
+            self.alpha.materialize((channels,))
+            self.beta.materialize((channels,))
+            self.reset_parameters()
+        self.channels = self.alpha.shape[0]
+
+    def extra_repr(self) -> str:
+        return f"channels=<inferred>, channel_dim={self.channel_dim}"
+
+
+class LazyPWLU(LazyModuleMixin, PWLU):
+    """:class:`PWLU` with per-channel parameters and statistics whose channel count comes from the first input."""
+
+    cls_to_become = PWLU
+    _per_channel = ("left_bound", "right_bound", "left_slope", "right_slope", "running_mean", "running_std")
+
+    def __init__(self, intervals: int = 16, *, statistics_steps: int = 100, momentum: float = 0.1,
+                 channel_dim: int = 1, backend: str | None = None, device=None, dtype=None):
+        super().__init__(None, intervals, statistics_steps=statistics_steps, momentum=momentum,
+                         channel_dim=channel_dim, backend=backend, device=device, dtype=dtype)
+        for name in ("left_bound", "right_bound", "left_slope", "right_slope", "points"):
+            setattr(self, name, UninitializedParameter(device=device, dtype=dtype))
+        for name in ("running_mean", "running_std"):
+            setattr(self, name, UninitializedBuffer(device=device, dtype=dtype))
+
+    def reset_parameters(self):
+        if not self.has_uninitialized_params():
+            super().reset_parameters()
+
+    def initialize_parameters(self, x: torch.Tensor):
+        if self.has_uninitialized_params():
+            channels = _channels_of("LazyPWLU", x, self.channel_dim)
+            for name in self._per_channel:
+                getattr(self, name).materialize((channels,))
+            self.points.materialize((channels, self.intervals + 1))
+            self.reset_parameters()
+        self.channels = self.points.shape[0]
+
+    def extra_repr(self) -> str:
+        return f"channels=<inferred>, intervals={self.intervals}, channel_dim={self.channel_dim}"
+
+
+class LearnableSerieslinearUnit(nn.Module):
+    """The paper's full LSLU layer (SPEC.md 1.1): ``BN(depthwise_conv(lslu(x)))`` on ``(N, C, H, W)`` inputs.
+
+    The official class's name, constructor and conventions: ``dim`` channels,
+    ``num_activations`` = ``S`` stages, a depthwise ``(2S+1) x (2S+1)`` convolution
+    (``weight``, truncated normal with std 0.02, padding ``S``) and
+    ``BatchNorm2d(dim, eps=1e-6)`` (``bn``); ``deploy=True`` builds the folded form
+    (``bias`` instead of ``bn``). The series runs through the project's kernels:
+    ``shared=True`` has one ``theta``/``omega`` per stage (shape ``(S, 1)``, the
+    official layer), ``shared=False`` one per stage and channel (``(S, dim)``).
+
+    :meth:`switch_to_deploy` folds BN into the convolution and keeps the series, so
+    eval outputs do not change. Official checkpoints load as they are (see
+    :meth:`_load_from_state_dict`); :func:`official_state_dict` writes one back.
+    """
+
+    def __init__(self, dim: int, num_activations: int = 3, deploy: bool = False, *, shared: bool = True,
+                 backend: str | None = None, device=None, dtype=None):
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"LearnableSerieslinearUnit: dim must be >= 1, got {dim}")
+        if num_activations < 1:
+            raise ValueError(f"LearnableSerieslinearUnit: num_activations must be >= 1, got {num_activations}")
+        factory = dict(device=device, dtype=dtype)
+        self.dim, self.num_activations, self.deploy = dim, num_activations, deploy
+        self.shared, self.backend = shared, backend
+        size = 2 * num_activations + 1
+        # randn first, as the official code does, so the same seed draws the same weight on CPU.
+        self.weight = nn.Parameter(torch.randn(dim, 1, size, size, **factory))
+        nn.init.trunc_normal_(self.weight, std=0.02)
+        self.theta = nn.Parameter(torch.ones(num_activations, 1 if shared else dim, **factory))
+        self.omega = nn.Parameter(torch.zeros(num_activations, 1 if shared else dim, **factory))
+        if deploy:
+            self.bias = nn.Parameter(torch.zeros(dim, **factory))
+        else:
+            self.register_parameter("bias", None)
+            self.bn = nn.BatchNorm2d(dim, eps=1e-6, **factory)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = functional.lslu(x, self.theta, self.omega, channel_dim=1, backend=self.backend)
+        y = F.conv2d(y, self.weight, self.bias, padding=self.num_activations, groups=self.dim)
+        return y if self.deploy else self.bn(y)
+
+    @torch.no_grad()
+    def switch_to_deploy(self):
+        """Fold BN (its running statistics and affine) into the convolution's weight and a bias.
+
+        Computed in float64 and rounded once to the weight's dtype. The series is
+        kept (the official code drops it: README, "Official checkpoints").
+        Does nothing on a layer already in deploy form.
+        """
+        if self.deploy:
+            return
+        bn = self.bn
+        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        weight = self.weight.double() * scale.reshape(-1, 1, 1, 1)
+        bias = bn.bias.double() - bn.running_mean.double() * scale
+        self.weight.copy_(weight)
+        self.bias = nn.Parameter(bias.to(self.weight.dtype))
+        del self.bn
+        self.deploy = True
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Accept the official keys: ``alphas``/``biases`` (vectors of length ``dim`` whose first
+        ``S`` entries are the stages' theta and omega) become ``theta``/``omega``.
+
+        ``weight``, ``bn.*`` and ``bias`` have the same names and shapes in both.
+        With ``shared=False`` each stage's value is given to every channel (the same
+        function). An official deploy checkpoint still holds the trained series in
+        ``alphas``/``biases``: loaded into a ``deploy=True`` layer it gives the official
+        model's output before ``switch_to_deploy``, not the official deploy forward's
+        (which drops the series and scales the weight by ``alphas``); a warning says
+        so when the two differ.
+        """
+        keys = {name: prefix + name for name in ("alphas", "biases", "theta", "omega")}
+        if keys["alphas"] in state_dict or keys["biases"] in state_dict:
+            message = self._official_to_series(state_dict, prefix, keys)
+            if message is not None:
+                error_msgs.append(message)
+                return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def _official_to_series(self, state_dict, prefix, keys) -> str | None:
+        """Replace the official keys in ``state_dict`` by ``theta``/``omega``; an error message, or None."""
+        stages = self.num_activations
+        if keys["alphas"] not in state_dict or keys["biases"] not in state_dict:
+            return f"official checkpoint at {prefix!r}: needs both alphas and biases, found only one"
+        if keys["theta"] in state_dict or keys["omega"] in state_dict:
+            return f"checkpoint at {prefix!r} holds both the official alphas/biases and theta/omega"
+        alphas, biases = state_dict.pop(keys["alphas"]), state_dict.pop(keys["biases"])
+        for name, t in (("alphas", alphas), ("biases", biases)):
+            if tuple(t.shape) != (self.dim,):
+                return (f"official {prefix}{name} must have shape ({self.dim},) (dim) to load into "
+                        f"LearnableSerieslinearUnit(dim={self.dim}), got {tuple(t.shape)}")
+        if self.dim < stages:
+            return (f"official {prefix}alphas has {self.dim} entries, fewer than num_activations={stages}: "
+                    "the official layer cannot hold that many stages")
+        width = 1 if self.shared else self.dim
+        state_dict[keys["theta"]] = alphas[:stages].reshape(stages, 1).expand(stages, width)
+        state_dict[keys["omega"]] = biases[:stages].reshape(stages, 1).expand(stages, width)
+        official_deploy = prefix + "bias" in state_dict and prefix + "bn.weight" not in state_dict
+        if official_deploy and not (bool((alphas == 1).all()) and bool((biases[:stages] == 0).all())):
+            warnings.warn(f"official deploy checkpoint at {prefix!r}: its series is not the identity (or its "
+                          "alphas scale the weight), so the official deploy forward, which drops the series, "
+                          "computed something else than this layer, which keeps it and equals the official "
+                          "model before switch_to_deploy", stacklevel=4)
+        return None
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_activations={self.num_activations}, deploy={self.deploy}, "
+                f"shared={self.shared}")
+
+
+def official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` with each :class:`LearnableSerieslinearUnit`'s series under the official
+    names (``alphas``/``biases`` of length ``dim``, stage values first, the rest 1 and 0), so the
+    official code loads it.
+
+    ``model.state_dict()`` itself keeps this project's names (``theta``/``omega``): its
+    tensors are the module's own, which in-place loaders such as
+    ``torch.distributed.checkpoint`` rely on. Raises ``ValueError`` for the layers the
+    official form cannot express: ``shared=False``, ``dim < num_activations``, and
+    deploy form (the official deploy forward drops the series; export before
+    ``switch_to_deploy``).
+    """
+    state = model.state_dict()
+    for name, module in model.named_modules():
+        if not isinstance(module, LearnableSerieslinearUnit):
+            continue
+        prefix = f"{name}." if name else ""
+        where = f"LearnableSerieslinearUnit at {name or '<root>'!r}"
+        if module.deploy:
+            raise ValueError(f"{where} is in deploy form, which the official code cannot express "
+                             "(its deploy forward drops the series); export before switch_to_deploy")
+        if not module.shared:
+            raise ValueError(f"{where} has per-channel theta/omega (shared=False); the official layer "
+                             "has one value per stage")
+        stages = module.num_activations
+        if module.dim < stages:
+            raise ValueError(f"{where} has dim={module.dim} < num_activations={stages}; the official "
+                             "layer stores the stages in a vector of length dim")
+        theta, omega = state.pop(prefix + "theta"), state.pop(prefix + "omega")
+        alphas = torch.ones(module.dim, dtype=theta.dtype, device=theta.device)
+        biases = torch.zeros(module.dim, dtype=omega.dtype, device=omega.device)
+        alphas[:stages], biases[:stages] = theta[:, 0], omega[:, 0]
+        state[prefix + "alphas"], state[prefix + "biases"] = alphas, biases
+    return state
