@@ -15,6 +15,7 @@ activation parameters of each learnable activation's first run per step
 import argparse
 import collections
 import datetime
+import os
 import platform
 import statistics
 import subprocess
@@ -127,8 +128,9 @@ def conditions(backend: str | None) -> str:
         commit = "unknown"
     chosen = backend or "default (fastest available for CPU tensors)"
     return (f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}\n"
-            f"- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-            f"{platform.system()} {platform.release()}\n"
+            f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"{torch.get_num_threads()} torch threads, {platform.system()} {platform.release()}; "
+            f"load average at the end of the run {os.getloadavg()[0]:.1f} (other jobs slow the timings)\n"
             f"- torch {torch.__version__}, lslu-kernels {lk.__version__} at commit {commit}, "
             f"backend: {chosen}, available: {lk.available_backends()}\n")
 
@@ -138,14 +140,14 @@ def report(rows: list[dict], header: str) -> str:
     then every epoch of every run."""
     epochs = max(r["epoch"] for r in rows)
     lines = [header, "",
-             "| activation | test accuracy, last epoch (mean ± std over seeds) | seconds per epoch (mean) |",
+             "| activation | test accuracy, last epoch (mean ± std over seeds) | seconds per epoch (median) |",
              "| --- | --- | --- |"]
     for act in dict.fromkeys(r["activation"] for r in rows):
         final = [r["test_accuracy"] for r in rows if r["activation"] == act and r["epoch"] == epochs]
         seconds = [r["seconds"] for r in rows if r["activation"] == act]
         spread = statistics.stdev(final) if len(final) > 1 else 0.0
         lines.append(f"| {act} | {100 * statistics.mean(final):.2f}% ± {100 * spread:.2f} | "
-                     f"{statistics.mean(seconds):.3f} |")
+                     f"{statistics.median(seconds):.3f} |")
     lines += ["", "| activation | seed | epoch | train loss | test accuracy | seconds |",
               "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['activation']} | {r['seed']} | {r['epoch']} | {r['train_loss']:.4f} | "
@@ -180,10 +182,13 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--backend", default=None, help="lslu_kernels backend (default: fastest available)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", help="also write the markdown report here")
     parser.add_argument("--records", metavar="DIR",
                         help="save each learnable activation's parameters per step (first seed) to DIR/<act>.jsonl")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.records:
         Path(args.records).mkdir(parents=True, exist_ok=True)
     text = run(seeds=tuple(args.seeds), epochs=args.epochs, batch_size=args.batch_size, backend=args.backend,
