@@ -129,7 +129,7 @@ def conditions(backend: str | None) -> str:
     chosen = backend or "default (fastest available for CPU tensors)"
     return (f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}\n"
             f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-            f"{torch.get_num_threads()} torch threads, {platform.system()} {platform.release()}; "
+            f"torch threads: {torch.get_num_threads()}, {platform.system()} {platform.release()}; "
             f"load average at the end of the run {os.getloadavg()[0]:.1f} (other jobs slow the timings)\n"
             f"- torch {torch.__version__}, lslu-kernels {lk.__version__} at commit {commit}, "
             f"backend: {chosen}, available: {lk.available_backends()}\n")
@@ -171,7 +171,8 @@ def run(activations=ACTIVATIONS, seeds=(0, 1, 2), epochs: int = 10, batch_size: 
     header = (f"# Digits: ReLU vs LSLU vs PVLU vs PWLU\n\n"
               f"Small CNN (`examples/digits.py`), scikit-learn digits, {len(data[1])} training and "
               f"{len(data[3])} test images, {epochs} epochs of batch {batch_size}, SGD lr 0.05 momentum 0.9, "
-              f"seeds {list(seeds)}. PWLU realigns after 20 steps. Seconds: training only, per epoch.\n\n"
+              f"seeds {list(seeds)}. PWLU realigns after 20 steps. Seconds: training only, per epoch. "
+              f"± is the standard deviation over seeds: a difference within it is noise.\n\n"
               + conditions(backend))
     return report(rows, header)
 
