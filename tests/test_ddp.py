@@ -29,8 +29,10 @@ BACKEND = "cpu"
 OPS = ("lslu", "pvlu", "pwlu")
 
 
-def make_model(op: str, backend: str) -> nn.Module:
-    """conv(5 channels) -> activation (per channel) -> linear, float64, same weights for a given seed."""
+def make_model(op: str, backend: str, *, pwlu_phase_one: bool = False) -> nn.Module:
+    """conv(5 channels) -> activation (per channel) -> linear, float64, same weights for a given seed.
+
+    ``pwlu_phase_one``: PWLU starts in phase I and realigns only when told (see sync_and_realign)."""
     torch.manual_seed(0)
     channels = 5
     if op == "lslu":
@@ -38,15 +40,17 @@ def make_model(op: str, backend: str) -> nn.Module:
     elif op == "pvlu":
         # alpha != 0, so beta gets a gradient from the first step.
         act = lk.PVLU(channels, alpha=0.3, beta=1.5, backend=backend, dtype=torch.float64)
+    elif pwlu_phase_one:
+        act = lk.PWLU(channels, intervals=7, statistics_steps=10**9, backend=backend, dtype=torch.float64)
     else:
-        # Phase I statistics would be tracked per process; realign now so every step trains the table.
+        # Phase I statistics are tracked per process (test_pwlu_phase_one_recipe); realign now.
         act = lk.PWLU(channels, intervals=7, backend=backend, dtype=torch.float64)
         act.realign()
     model = nn.Sequential(collections.OrderedDict(
         conv=nn.Conv2d(3, channels, 3, dtype=torch.float64), act=act, flatten=nn.Flatten(),
         fc=nn.Linear(channels * 3 * 3, 4, dtype=torch.float64)))
     with torch.no_grad():  # move the activation parameters off their initial values (ReLU for LSLU)
-        for p in act.parameters():
+        for p in act.parameters() if not pwlu_phase_one else ():
             p.add_(0.1 * torch.randn_like(p))
     return model
 
@@ -67,9 +71,34 @@ def train(model, batches, rank=0, world_size=1):
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x[share]), target[share])  # a mean, as DDP's average expects
         loss.backward()
-        grads.append({n: p.grad.detach().clone() for n, (_, p) in zip(names, model.named_parameters())})
+        grads.append({n: p.grad.detach().clone() for n, (_, p) in zip(names, model.named_parameters())
+                      if p.grad is not None})  # PWLU's in phase I have none
         optimizer.step()
     return grads
+
+
+def sync_and_realign(model):
+    """The README's recipe: average PWLU's statistics over the processes, then realign on every process."""
+    for module in model.modules():
+        if isinstance(module, lk.PWLU):
+            for statistic in (module.running_mean, module.running_std):
+                torch.distributed.all_reduce(statistic)
+                statistic /= torch.distributed.get_world_size()
+            module.realign()
+
+
+def pwlu_phase_one_run(rank):
+    """PWLU through phase I under DDP, realigned by the recipe, then trained: its statistics and parameters."""
+    model = make_model("pwlu", BACKEND, pwlu_phase_one=True)
+    act = model.act
+    # In phase I PWLU's parameters get no gradient: DDP must be told to expect that.
+    ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    batches = global_batches()
+    train(ddp, batches[:2], rank, WORLD_SIZE)
+    own_statistics = act.running_mean.clone()
+    sync_and_realign(model)
+    train(ddp, batches[2:], rank, WORLD_SIZE)
+    return {"own_running_mean": own_statistics, "params": {n: p.detach().clone() for n, p in act.named_parameters()}}
 
 
 def _worker(rank, init_file, out_dir):
@@ -81,6 +110,7 @@ def _worker(rank, init_file, out_dir):
         for op in OPS:
             model = nn.parallel.DistributedDataParallel(make_model(op, BACKEND))
             results[op] = train(model, global_batches(), rank, WORLD_SIZE)
+        results["pwlu_phase_one"] = pwlu_phase_one_run(rank)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         torch.distributed.destroy_process_group()
@@ -118,3 +148,12 @@ def test_ddp_gradients_equal_single_process(ddp_grads, op):
                 # float64: the only difference is the order of summation (two halves, then their average).
                 torch.testing.assert_close(got[name], expected[name], rtol=1e-10, atol=1e-12, msg=lambda m: (
                     f"{op}, rank {rank}, step {step}: gradient of {name} differs from one process: {m}"))
+
+
+def test_pwlu_phase_one_recipe(ddp_grads):
+    """Each process tracks its own batches' statistics; realigned from their average, all get the same table."""
+    runs = [results["pwlu_phase_one"] for results in ddp_grads]
+    assert not torch.equal(runs[0]["own_running_mean"], runs[1]["own_running_mean"]), \
+        "the processes' statistics agree before the sync, so this test cannot tell whether it syncs"
+    for name, value in runs[0]["params"].items():
+        assert torch.equal(runs[1]["params"][name], value), f"PWLU {name} differs between the processes"
