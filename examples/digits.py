@@ -28,6 +28,8 @@ from torch import nn
 import lslu_kernels as lk
 
 ACTIVATIONS = ("relu", "lslu", "pvlu", "pwlu")
+LEARNING_RATE, MOMENTUM = 0.05, 0.9
+PWLU_STATISTICS_STEPS = 20  # about one epoch of phase I
 
 
 def load_digits_split(seed: int = 0, test_fraction: float = 0.25):
@@ -56,7 +58,8 @@ def make_activation(name: str, channels: int, backend: str | None, pwlu_statisti
     raise ValueError(f"unknown activation {name!r}; choose from {ACTIVATIONS}")
 
 
-def make_model(activation: str, *, backend: str | None = None, pwlu_statistics_steps: int = 20) -> nn.Module:
+def make_model(activation: str, *, backend: str | None = None,
+               pwlu_statistics_steps: int = PWLU_STATISTICS_STEPS) -> nn.Module:
     """conv(16)-BN-act, conv(32)-BN-act, 2x2 max pool, linear(10): about 20k weights for 8x8 images."""
     return nn.Sequential(collections.OrderedDict(
         conv1=nn.Conv2d(1, 16, 3, padding=1, bias=False), bn1=nn.BatchNorm2d(16),
@@ -68,7 +71,7 @@ def make_model(activation: str, *, backend: str | None = None, pwlu_statistics_s
 
 def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     # Plain SGD with momentum: every parameter, activation parameters included, at one learning rate.
-    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
 
 
 def batches(count: int, batch_size: int, generator: torch.Generator):
@@ -136,8 +139,8 @@ def conditions(backend: str | None) -> str:
 
 
 def report(rows: list[dict], header: str) -> str:
-    """Markdown: per activation, mean ± std over seeds of the last epoch's accuracy and of the epoch time;
-    then every epoch of every run."""
+    """Markdown: per activation, the last epoch's accuracy (mean ± std over seeds) and the median epoch
+    time; then every epoch of every run."""
     epochs = max(r["epoch"] for r in rows)
     lines = [header, "",
              "| activation | test accuracy, last epoch (mean ± std over seeds) | seconds per epoch (median) |",
@@ -170,8 +173,9 @@ def run(activations=ACTIVATIONS, seeds=(0, 1, 2), epochs: int = 10, batch_size: 
                           backend=backend, recorder_path=recorder_path)
     header = (f"# Digits: ReLU vs LSLU vs PVLU vs PWLU\n\n"
               f"Small CNN (`examples/digits.py`), scikit-learn digits, {len(data[1])} training and "
-              f"{len(data[3])} test images, {epochs} epochs of batch {batch_size}, SGD lr 0.05 momentum 0.9, "
-              f"seeds {list(seeds)}. PWLU realigns after 20 steps. Seconds: training only, per epoch. "
+              f"{len(data[3])} test images, {epochs} epochs of batch {batch_size}, SGD lr {LEARNING_RATE} "
+              f"momentum {MOMENTUM}, seeds {list(seeds)}. PWLU realigns after {PWLU_STATISTICS_STEPS} steps. "
+              f"Seconds: training only, per epoch. "
               f"± is the standard deviation over seeds: a difference within it is noise.\n\n"
               + conditions(backend))
     return report(rows, header)

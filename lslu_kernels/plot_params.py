@@ -129,7 +129,9 @@ def _plot_knots(ax, params, max_channels):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m lslu_kernels.plot_params", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lslu_kernels.plot_params",
+        description="Draw the parameter trajectories and learned activation curves that lk.ParameterRecorder saved.")
     parser.add_argument("records", help="JSON lines written by ParameterRecorder.save")
     parser.add_argument("--out", required=True, help="the figure to write (PNG)")
     parser.add_argument("--max-channels", type=int, default=16, help="channels drawn per module (default 16)")
