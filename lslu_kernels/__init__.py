@@ -14,8 +14,9 @@ from .modules import (
     official_state_dict,
 )
 from .optim import param_groups
+from .recorder import ParameterRecorder
 
 __all__ = ["LSLU", "PVLU", "PWLU", "LazyLSLU", "LazyPVLU", "LazyPWLU", "LearnableSerieslinearUnit",
-           "available_backends", "convert_activations", "lslu", "official_state_dict", "param_groups", "pvlu",
-           "pwlu"]
+           "ParameterRecorder", "available_backends", "convert_activations", "lslu", "official_state_dict",
+           "param_groups", "pvlu", "pwlu"]
 __version__ = "0.1.0"

@@ -3,7 +3,6 @@
 import itertools
 import warnings
 
-import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 

@@ -182,6 +182,18 @@ class PWLU(nn.Module):
         self.steps.add_(1)
         self._steps += 1
 
+    @torch.no_grad()
+    def _average_statistics_over_processes(self):
+        """Under torch.distributed, every process tracked its own batches: realign all from their mean.
+
+        Only on the automatic switch, which every process reaches at the same training step
+        (a collective called by some processes only would hang).
+        """
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for statistic in (self.running_mean, self.running_std):
+                torch.distributed.all_reduce(statistic)
+                statistic /= torch.distributed.get_world_size()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._realigned:
             if not self.training:
@@ -189,6 +201,7 @@ class PWLU(nn.Module):
             self._track(x)
             y = torch.relu(x)
             if self._steps >= self.statistics_steps:
+                self._average_statistics_over_processes()
                 self.realign()
             return y
         return functional.pwlu(x, self.points, self.left_bound, self.right_bound, self.left_slope,

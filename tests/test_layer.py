@@ -4,12 +4,11 @@ official layer's forward (from its math), BN folding, and official checkpoints b
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import backend_device
+from parity import assert_elementwise
 from torch import nn
 
 import lslu_kernels as lk
-
-from conftest import backend_device
-from parity import assert_elementwise
 
 
 class OfficialLayer(nn.Module):
@@ -120,7 +119,8 @@ def test_official_checkpoint_reproduces_the_official_layer(kernel_backend, mode)
             key = f"{layer_name}.{name}"
             torch.testing.assert_close(grads[key], grads_ref[key], msg=f"grad of {key}")
         for ours, theirs in (("theta", "alphas"), ("omega", "biases")):
-            torch.testing.assert_close(grads[f"{layer_name}.{ours}"][:, 0], grads_ref[f"{layer_name}.{theirs}"][:stages],
+            torch.testing.assert_close(grads[f"{layer_name}.{ours}"][:, 0],
+                                       grads_ref[f"{layer_name}.{theirs}"][:stages],
                                        msg=f"grad of {layer_name}.{ours} (official {theirs}[:S])")
     for key in ("1.bn.running_mean", "1.bn.running_var", "3.bn.running_mean", "3.bn.running_var"):
         torch.testing.assert_close(model.state_dict()[key], official.state_dict()[key], msg=key)
