@@ -26,7 +26,7 @@ import os
 
 from torch import nn
 
-from .modules import LSLU, PVLU, PWLU
+from .modules import LSLU, PVLU, PWLU, LearnableSerieslinearUnit
 
 # The learnable parameters of each module, in the order of its functional op.
 PARAMETERS = {
@@ -34,7 +34,8 @@ PARAMETERS = {
     "PVLU": ("alpha", "beta"),
     "PWLU": ("points", "left_bound", "right_bound", "left_slope", "right_slope"),
 }
-_MODULE_TYPES = (LSLU, PVLU, PWLU)
+# The op each recorded module type computes; the full layer's series is an LSLU (its conv and BN are not recorded).
+_OPS = {LSLU: "LSLU", PVLU: "PVLU", PWLU: "PWLU", LearnableSerieslinearUnit: "LSLU"}
 
 
 class ParameterRecorder:
@@ -47,7 +48,7 @@ class ParameterRecorder:
 
     def __init__(self, model: nn.Module):
         self.modules = [(name, module) for name, module in model.named_modules()
-                        if isinstance(module, _MODULE_TYPES)]
+                        if isinstance(module, tuple(_OPS))]
         if not self.modules:
             raise ValueError(f"ParameterRecorder: {type(model).__name__} contains no LSLU, PVLU or PWLU module")
         self.records: list[dict] = []
@@ -55,7 +56,7 @@ class ParameterRecorder:
     def record(self, step: int) -> None:
         """Append the current values of every activation parameter, labelled with ``step``."""
         for name, module in self.modules:
-            op = type(module).__name__
+            op = next(op for cls, op in _OPS.items() if isinstance(module, cls))
             line = {"step": int(step), "module": name, "op": op,
                     "params": {p: getattr(module, p).detach().cpu().tolist() for p in PARAMETERS[op]}}
             if op == "PWLU":

@@ -12,11 +12,12 @@ STEPS = 4
 
 
 def make_model():
-    """Each op once, in a nested module: per-channel LSLU and PWLU, shared PVLU."""
+    """Each op once, in a nested module: per-channel LSLU and PWLU, shared PVLU; the full LSLU layer."""
     torch.manual_seed(0)
     block = nn.Sequential(nn.Conv2d(3, 3, 1), lk.PVLU(alpha=0.2))
     return nn.Sequential(nn.Conv2d(2, 3, 1), lk.LSLU(3, num_stages=2), block,
-                         lk.PWLU(3, intervals=5, statistics_steps=2), nn.Flatten(), nn.Linear(3 * 4 * 5, 2))
+                         lk.PWLU(3, intervals=5, statistics_steps=2), lk.LearnableSerieslinearUnit(3, 2),
+                         nn.Flatten(), nn.Linear(3 * 4 * 5, 2))
 
 
 def train_and_record(model):
@@ -32,6 +33,8 @@ def train_and_record(model):
         for name, module in model.named_modules():
             if isinstance(module, (lk.LSLU, lk.PVLU, lk.PWLU)):
                 by_hand[step, name] = {p: t.detach().clone() for p, t in module.named_parameters()}
+            if isinstance(module, lk.LearnableSerieslinearUnit):  # its series; conv and BN are not recorded
+                by_hand[step, name] = {p: getattr(module, p).detach().clone() for p in ("theta", "omega")}
     return rec, by_hand
 
 
@@ -41,7 +44,7 @@ def test_records_hold_the_parameters_of_each_step(tmp_path):
     rec.save(tmp_path / "params.jsonl")
     records = recorder.load_records(tmp_path / "params.jsonl")
     assert [(r["step"], r["module"], r["op"]) for r in records] == [
-        (step, name, op) for step in range(STEPS) for name, op in (("1", "LSLU"), ("2.1", "PVLU"), ("3", "PWLU"))]
+        (step, name, op) for step in range(STEPS) for name, op in (("1", "LSLU"), ("2.1", "PVLU"), ("3", "PWLU"), ("4", "LSLU"))]
     for r in records:
         expected = by_hand[r["step"], r["module"]]
         assert r["params"].keys() == expected.keys(), f"{r['module']}: recorded {list(r['params'])}"
@@ -52,8 +55,9 @@ def test_records_hold_the_parameters_of_each_step(tmp_path):
     # PWLU realigns at its second training forward (statistics_steps=2), i.e. during step 1.
     assert [r["realigned"] for r in records if r["op"] == "PWLU"] == [False, True, True, True]
     # The parameters moved, so the records differ from step to step (the test above can tell steps apart).
-    first, last = by_hand[0, "1"]["omega"], by_hand[STEPS - 1, "1"]["omega"]
-    assert not torch.equal(first, last), "LSLU omega did not change during training"
+    for module in ("1", "4"):
+        first, last = by_hand[0, module]["omega"], by_hand[STEPS - 1, module]["omega"]
+        assert not torch.equal(first, last), f"LSLU omega of module {module} did not change during training"
 
 
 def test_recorder_needs_an_activation():
@@ -66,8 +70,8 @@ def test_curve_is_the_module_forward(op):
     """The plotted curve (reference functions on the recorded values) is what the module computes."""
     model = make_model()
     rec, _ = train_and_record(model)
-    module = next(m for m in model.modules() if type(m).__name__ == op)
-    record = [r for r in rec.records if r["op"] == op][-1]
+    name, module = next((n, m) for n, m in model.named_modules() if type(m).__name__ == op)
+    record = [r for r in rec.records if r["module"] == name][-1]
     grid = torch.linspace(-4, 4, 101, dtype=torch.float64)
     curve = plot_params.activation_curve(op, record["params"], grid, record.get("realigned", True))
     channels = curve.shape[1]
