@@ -91,4 +91,4 @@ def test_plot_command_writes_a_png(tmp_path):
     plot_params.main([str(tmp_path / "params.jsonl"), "--out", str(out)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
     height, width, _ = matplotlib.image.imread(out).shape
-    assert (height, width) == (3 * 352, 1430), f"one row of panels per module expected, got {width}x{height} px"
+    assert (height, width) == (4 * 352, 1430), f"one row of panels per module expected, got {width}x{height} px"
