@@ -23,6 +23,9 @@ class OpCase:
     variants: tuple[str, ...]
     # make_x(shape, params, channel_dim) -> float64 input for the parity tests.
     make_x: Callable[..., torch.Tensor] = lambda shape, params, channel_dim: randn_x(shape)
+    # grad_input_scale(x, params, grad_output, channel_dim) -> float64 magnitude of the terms that the
+    # input gradient sums per element, for ops where they can cancel (parity.check_parity); None: no sum.
+    grad_input_scale: Callable[..., torch.Tensor] | None = None
 
     def __str__(self):
         return self.name
@@ -96,8 +99,22 @@ def pwlu_x(shape, params, channel_dim):
     return torch.where(near, x + 2e-3 * width, x)
 
 
+def _along(p, x, channel_dim):
+    """Parameter ``p`` ((C,) or (1,)) as float64, shaped to broadcast along ``x``'s channel axis."""
+    view = [1] * x.dim()
+    view[channel_dim] = -1
+    return p.detach().cpu().double().reshape(view)
+
+
+def pvlu_grad_input_scale(x, params, grad_output, channel_dim):
+    """|g| * (1 + |alpha * beta|): dL/dx = g * (1[x > 0] + alpha * beta * cos(beta * x)) cancels to ~0
+    where alpha * beta * cos(beta * x) ~ -1, and float32 rounds at the size of those terms."""
+    alpha, beta = (_along(p, x, channel_dim) for p in params)
+    return grad_output.detach().cpu().double().abs() * (1 + (alpha * beta).abs())
+
+
 OPS = [
     OpCase("lslu", lk.lslu, lslu_params, ("S1", "S3", "S3_omega_zero")),
-    OpCase("pvlu", lk.pvlu, pvlu_params, ("random", "alpha_zero")),
+    OpCase("pvlu", lk.pvlu, pvlu_params, ("random", "alpha_zero"), grad_input_scale=pvlu_grad_input_scale),
     OpCase("pwlu", lk.pwlu, pwlu_params, ("N16", "N1", "N64_realigned", "N16_crossed"), pwlu_x),
 ]

@@ -37,7 +37,8 @@ def test_parity(kernel_backend, case, layout, dtype, shared):
     device = backend_device(kernel_backend)
     params = op.make_params(shape[channel_dim], variant, shared=shared, dtype=_param_dtype(dtype), device=device)
     x = change_layout(op.make_x(shape, params, channel_dim).to(device, dtype))
-    y = check_parity(op.fn, x, params, channel_dim, kernel_backend, f"{op} {variant} {kernel_backend} {name} {dtype}")
+    y = check_parity(op.fn, x, params, channel_dim, kernel_backend, f"{op} {variant} {kernel_backend} {name} {dtype}",
+                     grad_input_scale=op.grad_input_scale)
     expected = torch.empty_like(x) if name != "strided" else torch.empty(x.shape)
     assert y.stride() == expected.stride(), f"output strides {y.stride()} for input strides {x.stride()}"
 
@@ -67,7 +68,8 @@ def test_parity_random_shapes(shape, data):
         device = backend_device(backend)
         x = 2 * torch.randn(shape, device=device)
         params = op.make_params(shape[channel_dim], variant, device=device)
-        check_parity(op.fn, x, params, channel_dim, backend, f"{op} {variant} {backend} {shape} dim {channel_dim}")
+        check_parity(op.fn, x, params, channel_dim, backend, f"{op} {variant} {backend} {shape} dim {channel_dim}",
+                     grad_input_scale=op.grad_input_scale)
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["per_channel", "shared"])

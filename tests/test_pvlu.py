@@ -1,8 +1,10 @@
 """PVLU-specific properties (SPEC.md 1.2); what every op must do is in test_activations.py."""
 
+import parity
 import pytest
 import torch
 from conftest import backend_device
+from ops import pvlu_grad_input_scale
 
 import lslu_kernels as lk
 
@@ -51,3 +53,15 @@ def test_module_shapes_defaults_and_state_dict():
     assert torch.equal(loaded(x), per_channel(x))
     with pytest.raises(ValueError, match="channels must be >= 1"):
         lk.PVLU(0)
+
+
+def test_grad_input_where_its_terms_cancel(kernel_backend):
+    """One element with alpha * beta * cos(beta * x) = -1 + 1e-6: the input gradient is ~1e-6 of its terms,
+    so float32 can hold it only to the terms' size (tests/ops.py::pvlu_grad_input_scale). A hypothesis
+    draw found this case; held to the result's own size, every backend failed it."""
+    device = backend_device(kernel_backend)
+    x = torch.tensor([[0.7]], device=device)
+    beta = torch.tensor([1.3], device=device)
+    alpha = -(1 - 1e-6) / (beta * torch.cos(beta * 0.7).double()).float()
+    parity.check_parity(lk.pvlu, x, [alpha, beta], 1, kernel_backend, "cancelling grad_input",
+                        grad_input_scale=pvlu_grad_input_scale)
