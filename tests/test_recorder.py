@@ -44,7 +44,8 @@ def test_records_hold_the_parameters_of_each_step(tmp_path):
     rec.save(tmp_path / "params.jsonl")
     records = recorder.load_records(tmp_path / "params.jsonl")
     assert [(r["step"], r["module"], r["op"]) for r in records] == [
-        (step, name, op) for step in range(STEPS) for name, op in (("1", "LSLU"), ("2.1", "PVLU"), ("3", "PWLU"), ("4", "LSLU"))]
+        (step, name, op) for step in range(STEPS)
+        for name, op in (("1", "LSLU"), ("2.1", "PVLU"), ("3", "PWLU"), ("4", "LSLU"))]
     for r in records:
         expected = by_hand[r["step"], r["module"]]
         assert r["params"].keys() == expected.keys(), f"{r['module']}: recorded {list(r['params'])}"
