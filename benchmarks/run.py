@@ -176,12 +176,12 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
 def last_level_cache_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).L2_cache_size
-    sizes = [64 << 20]  # when sysfs does not tell
+    sizes = []
     for index in pathlib.Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        with contextlib.suppress(OSError, ValueError):
-            text = (index / "size").read_text().strip()
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            text = (index / "size").read_text().strip()  # e.g. "32768K"
             sizes.append(int(text[:-1]) << {"K": 10, "M": 20, "G": 30}[text[-1]])
-    return max(sizes)
+    return max(sizes, default=64 << 20)  # 64 MiB when sysfs does not tell
 
 
 def rotation_copies(case: Case, device: torch.device) -> int:
