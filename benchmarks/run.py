@@ -104,10 +104,13 @@ OPS = [
 
 @dataclasses.dataclass(frozen=True)
 class Provider:
-    """What is timed: ``fn(x, *params, channel_dim=...)``; ``make_params`` when not the op's own parameters."""
+    """What is timed: ``fn(x, *params, channel_dim=...)``.
+
+    ``make_params(channels, device, x_dtype)`` when not the op's own parameters (float32, mixed precision).
+    """
     name: str
     fn: Callable[..., torch.Tensor]
-    make_params: Callable[[int, torch.device], list[torch.Tensor]] | None = None
+    make_params: Callable[[int, torch.device, torch.dtype], list[torch.Tensor]] | None = None
 
 
 def _relu(x, *, channel_dim):
@@ -126,8 +129,9 @@ def providers(device: torch.device, op: Op) -> list[Provider]:
            for name, backend in _backends.backends().items()
            if name != "reference" and backend.serves_device(device.type)]
     out += [Provider("eager", op.reference), Provider("torch.compile", torch.compile(op.reference, dynamic=False)),
-            Provider("torch.relu", _relu, lambda channels, device: []),
-            Provider("F.prelu", _prelu, lambda channels, device: [torch.full((channels,), 0.25, device=device)])]
+            Provider("torch.relu", _relu, lambda channels, device, dtype: []),
+            Provider("F.prelu", _prelu,  # prelu's weight has x's dtype
+                     lambda channels, device, dtype: [torch.full((channels,), 0.25, device=device, dtype=dtype)])]
     return out
 
 
@@ -147,18 +151,22 @@ class Case:
         return math.prod(self.shape) * DTYPES[self.dtype].itemsize
 
     def make_inputs(self, provider: Provider, device: torch.device) -> list[torch.Tensor]:
-        """x and the provider's parameters (float32, per channel), all requiring grad."""
+        """x and the provider's parameters (per channel), all requiring grad."""
         x = torch.randn(self.shape, device=device, dtype=DTYPES[self.dtype])
         if self.layout == "channels_last":
             x = x.to(memory_format=torch.channels_last)
-        make_params = provider.make_params or self.op.make_params
-        return [t.requires_grad_() for t in (x, *make_params(self.shape[self.channel_dim], device))]
+        channels = self.shape[self.channel_dim]
+        if provider.make_params is None:
+            params = self.op.make_params(channels, device)
+        else:
+            params = provider.make_params(channels, device, x.dtype)
+        return [t.requires_grad_() for t in (x, *params)]
 
 
 def cases(device: torch.device, quick: bool) -> list[Case]:
     """CNN activations (NCHW and channels-last) and transformer activations ((B, L, C), channel axis last)."""
     if quick:
-        cnn, blc, dtypes = [(8, 64, 28, 28)], [(4, 256, 768)], ["float32"]
+        cnn, blc, dtypes = [(8, 64, 28, 28)], [(4, 256, 768)], ["float32", "bfloat16"]
     elif device.type == "cuda":  # ResNet-50 stages 1 and 3, a stem; BERT-large, a 4096-wide LLM layer, ViT-B
         cnn = [(64, 256, 56, 56), (64, 1024, 14, 14), (32, 64, 112, 112)]
         blc = [(16, 2048, 1024), (8, 4096, 4096), (64, 197, 768)]
