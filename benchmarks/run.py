@@ -362,8 +362,12 @@ def append_rows(path: pathlib.Path, rows: list[dict]) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    op_names = sorted({op.label.split()[0] for op in OPS})
     parser.add_argument("--quick", action="store_true", help="one small shape per case; printed, saved only with --out")
-    parser.add_argument("--ops", nargs="+", default=None, help="only these ops (e.g. lslu pwlu)")
+    parser.add_argument("--ops", nargs="+", choices=op_names, default=None, help="only these ops")
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None, help="only these dtypes")
+    parser.add_argument("--layouts", nargs="+", choices=["nchw", "channels_last", "blc"], default=None,
+                        help="only these layouts")
     parser.add_argument("--min-time", type=float, default=None, help="seconds to time each measurement")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="CSV to append to (default: per device)")
     parser.add_argument("--no-save", action="store_true", help="print the table only")
@@ -381,13 +385,20 @@ def main(argv=None):
     console.print(f"[bold]lslu-kernels benchmark[/] on {meta['device']}; torch {meta['torch']}, "
                   f"triton {meta['triton']}, commit {meta['commit']}; copy bandwidth {bandwidth:.1f} GB/s; "
                   f"last-level cache {last_level_cache_bytes(device) >> 20} MiB")
+    save = not args.no_save and (args.out is not None or not args.quick)
+    path = args.out or results_path(device)
 
-    chosen = [c for c in cases(device, args.quick) if args.ops is None or c.op.label.split()[0] in args.ops]
+    chosen = [c for c in cases(device, args.quick)
+              if (args.ops is None or c.op.label.split()[0] in args.ops)
+              and (args.dtypes is None or c.dtype in args.dtypes)
+              and (args.layouts is None or c.layout in args.layouts)]
     work = [(c, p.name, m) for c in chosen for p in providers(device, c.op) for m in (*MODES, "memory")]
-    rows, memory = [], {}
+    if not chosen:
+        raise SystemExit(f"no case on {device.type} matches --ops/--dtypes/--layouts")
+    rows, case_rows = [], []
     baseline_rows = {}  # torch.relu and F.prelu do not depend on the op: measured once per shape
     timed_case = None
-    for case, name, mode in track(work, description="timing", console=console, transient=True):
+    for index, (case, name, mode) in enumerate(track(work, description="timing", console=console, transient=True)):
         if case != timed_case:  # a fresh torch.compile per case: no recompilation limit is hit
             torch._dynamo.reset()
             timed, timed_case = {p.name: p for p in providers(device, case.op)}, case
@@ -400,27 +411,25 @@ def main(argv=None):
             result = time_case(case, timed[name], mode, device, min_time)
         if name in BASELINES:
             baseline_rows[key] = result
-        if mode == "memory":
-            memory[(case, name)] = result
-            continue
-        median, q20, q80 = result
-        gbps = PASSES[mode] * case.nbytes / (median * 1e-3) / 1e9
-        rows.append(dict(op=case.op.label, provider=name, mode=mode, dtype=case.dtype,
-                         shape="x".join(map(str, case.shape)), layout=case.layout,
-                         median_ms=f"{median:.4f}", q20_ms=f"{q20:.4f}", q80_ms=f"{q80:.4f}",
-                         gbps=f"{gbps:.1f}", pct_copy_bw=f"{100 * gbps / bandwidth:.1f}",
-                         peak_mb="", saved_mb="", **meta, _case=case))
-    for row in rows:  # memory belongs to the forward+backward row
-        if row["mode"] == "forward+backward":
-            peak, saved = memory[(row["_case"], row["provider"])]
-            row.update(peak_mb="" if peak is None else f"{peak / 1e6:.1f}", saved_mb=f"{saved / 1e6:.1f}")
-        del row["_case"]
+        if mode == "memory":  # memory belongs to the forward+backward row
+            peak, saved = result
+            case_rows[-1].update(peak_mb="" if peak is None else f"{peak / 1e6:.1f}", saved_mb=f"{saved / 1e6:.1f}")
+        else:
+            median, q20, q80 = result
+            gbps = PASSES[mode] * case.nbytes / (median * 1e-3) / 1e9
+            case_rows.append(dict(op=case.op.label, provider=name, mode=mode, dtype=case.dtype,
+                                  shape="x".join(map(str, case.shape)), layout=case.layout,
+                                  median_ms=f"{median:.4f}", q20_ms=f"{q20:.4f}", q80_ms=f"{q80:.4f}",
+                                  gbps=f"{gbps:.1f}", pct_copy_bw=f"{100 * gbps / bandwidth:.1f}",
+                                  peak_mb="", saved_mb="", **meta))
+        if index + 1 == len(work) or work[index + 1][0] != case:  # a case is done: saved at once
+            if save:
+                append_rows(path, case_rows)
+            rows += case_rows
+            case_rows = []
 
     console.print(summary_table(rows))
-    save = not args.no_save and (args.out is not None or not args.quick)
     if save:
-        path = args.out or results_path(device)
-        append_rows(path, rows)
         console.print(f"appended {len(rows)} rows to {path}")
 
 

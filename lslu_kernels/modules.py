@@ -109,7 +109,8 @@ class PWLU(nn.Module):
     MIN_STD = 1e-5
 
     def __init__(self, channels: int | None = None, intervals: int = 16, *, statistics_steps: int = 100,
-                 momentum: float = 0.1, channel_dim: int = 1, backend: str | None = None, device=None, dtype=None):
+                 momentum: float = 0.1, sync_statistics: bool = True, channel_dim: int = 1,
+                 backend: str | None = None, device=None, dtype=None):
         super().__init__()
         if channels is not None and channels < 1:
             raise ValueError(f"PWLU: channels must be >= 1 or None (shared), got {channels}")
@@ -121,6 +122,7 @@ class PWLU(nn.Module):
         factory = dict(device=device, dtype=dtype)
         self.channels, self.intervals = channels, intervals
         self.statistics_steps, self.momentum = statistics_steps, momentum
+        self.sync_statistics = sync_statistics
         self.channel_dim, self.backend = channel_dim, backend
         self.left_bound = nn.Parameter(torch.empty(rows, **factory))
         self.right_bound = nn.Parameter(torch.empty(rows, **factory))
@@ -186,10 +188,11 @@ class PWLU(nn.Module):
     def _average_statistics_over_processes(self):
         """Under torch.distributed, every process tracked its own batches: realign all from their mean.
 
-        Only on the automatic switch, which every process reaches at the same training step
-        (a collective called by some processes only would hang).
+        Only on the automatic switch, which every process of the default group reaches at the
+        same training step under data parallelism (a collective called by some processes only
+        would hang): ``sync_statistics=False`` when the unit does not train on every process.
         """
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if self.sync_statistics and torch.distributed.is_available() and torch.distributed.is_initialized():
             for statistic in (self.running_mean, self.running_std):
                 torch.distributed.all_reduce(statistic)
                 statistic /= torch.distributed.get_world_size()
@@ -294,9 +297,11 @@ class LazyPWLU(LazyModuleMixin, PWLU):
     _per_channel = ("left_bound", "right_bound", "left_slope", "right_slope", "running_mean", "running_std")
 
     def __init__(self, intervals: int = 16, *, statistics_steps: int = 100, momentum: float = 0.1,
-                 channel_dim: int = 1, backend: str | None = None, device=None, dtype=None):
+                 sync_statistics: bool = True, channel_dim: int = 1, backend: str | None = None, device=None,
+                 dtype=None):
         super().__init__(None, intervals, statistics_steps=statistics_steps, momentum=momentum,
-                         channel_dim=channel_dim, backend=backend, device=device, dtype=dtype)
+                         sync_statistics=sync_statistics, channel_dim=channel_dim, backend=backend, device=device,
+                         dtype=dtype)
         for name in ("left_bound", "right_bound", "left_slope", "right_slope", "points"):
             setattr(self, name, UninitializedParameter(device=device, dtype=dtype))
         for name in ("running_mean", "running_std"):
@@ -358,6 +363,8 @@ class LearnableSerieslinearUnit(nn.Module):
             self.bn = nn.BatchNorm2d(dim, eps=1e-6, **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:  # conv2d would take (C, H, W) as unbatched while the series reads axis 1 as channels
+            raise ValueError(f"LearnableSerieslinearUnit: x must be (N, C, H, W), got shape {tuple(x.shape)}")
         y = functional.lslu(x, self.theta, self.omega, channel_dim=1, backend=self.backend)
         y = F.conv2d(y, self.weight, self.bias, padding=self.num_activations, groups=self.dim)
         return y if self.deploy else self.bn(y)

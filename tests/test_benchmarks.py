@@ -42,8 +42,9 @@ def test_quick_sweep_writes_every_provider_and_mode(quick_results):
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and list(rows[0]) == run.FIELDS, f"columns {list(rows[0]) if rows else None}"
-    providers = {"cpu", "eager", "torch.compile", "torch.relu", "F.prelu"} if "cpu" in run._backends.backends() \
-        else {"eager", "torch.compile", "torch.relu", "F.prelu"}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    providers = {p.name for p in run.providers(device, next(op for op in run.OPS if op.label == "pvlu"))}
+    kernels = providers - {"eager", "torch.compile", *run.BASELINES}
     for case in {(r["op"], r["dtype"], r["shape"], r["layout"]) for r in rows}:
         got = {(r["provider"], r["mode"]) for r in rows if (r["op"], r["dtype"], r["shape"], r["layout"]) == case}
         expected = {(p, m) for p in providers for m in run.MODES}
@@ -55,11 +56,11 @@ def test_quick_sweep_writes_every_provider_and_mode(quick_results):
     x_mb = {r["shape"]: torch.Size(map(int, r["shape"].split("x"))).numel() * 4 / 1e6
             for r in rows if r["dtype"] == "float32"}
     for r in rows:  # the kernels keep x only; the eager reference keeps more
-        if r["mode"] == "forward+backward" and r["dtype"] == "float32" and r["provider"] in ("cpu", "eager"):
+        if r["mode"] == "forward+backward" and r["dtype"] == "float32" and r["provider"] in kernels | {"eager"}:
             saved, x = float(r["saved_mb"]), x_mb[r["shape"]]
-            if r["provider"] == "cpu":
+            if r["provider"] in kernels:
                 # x plus the (small) parameters, printed to 0.1 MB
-                assert saved == pytest.approx(x, abs=0.1), f"cpu saves {saved} MB, x is {x:.2f} MB"
+                assert saved == pytest.approx(x, abs=0.1), f"{r['provider']} saves {saved} MB, x is {x:.2f} MB"
             else:
                 assert saved > 1.5 * x, f"eager saves {saved} MB, x is {x:.1f} MB"
 

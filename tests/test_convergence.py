@@ -32,7 +32,7 @@ RTOL = 1e-5
 # the reference's own float32 and float64 losses then differ by 7e-4 after 18 steps.
 LEARNING_RATE = 0.1
 
-# Under the Triton interpreter (no GPU) 40 steps of this model take minutes per op; on a GPU they run.
+# Under the Triton interpreter (no GPU) these steps take minutes per op; on a GPU they run.
 BACKENDS = [b for b in KERNEL_BACKENDS if not (b == "triton" and backend_device(b).type == "cpu")]
 
 

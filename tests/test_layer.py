@@ -250,3 +250,6 @@ def test_bad_arguments_and_input():
         lk.LearnableSerieslinearUnit(4, 0)
     with pytest.raises(ValueError, match=r"C = 3"):
         lk.LearnableSerieslinearUnit(4, 1, shared=False)(torch.randn(1, 3, 4, 4))
+    for deploy in (False, True):  # deploy form has no BN to reject an unbatched (C, H, W) input
+        with pytest.raises(ValueError, match=r"must be \(N, C, H, W\), got shape \(4, 5, 5\)"):
+            lk.LearnableSerieslinearUnit(4, 1, deploy, shared=False)(torch.randn(4, 5, 5))
