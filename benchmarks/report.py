@@ -101,18 +101,30 @@ def case_table(rows: list[dict], dtype: str, mode: str) -> list[str]:
     return lines
 
 
-def target_lines(path: pathlib.Path, rows: list[dict]) -> list[str]:
-    """Each target the issues set for this kind of device, with the measured value and whether it is met."""
+def target_lines(path: pathlib.Path, rows: list[dict], history: list[dict] = ()) -> list[str]:
+    """Each target the issues set for this kind of device, with the measured value and whether it is met.
+
+    ``history``: every row of the file; for the CPU targets, the values of earlier runs are listed
+    too, so a margin within the machine's run-to-run spread shows as such.
+    """
     by_key = {tuple(r[k] for k in CASE_KEY): r for r in rows}
     lines = []
     if path.name.startswith("cpu-"):
         for _, op, shape, layout, dtype, mode, over, bound, issue in TARGETS:
+            other_name = "eager" if over == "eager" else "torch.compile"
             kernel = by_key.get((op, "cpu", mode, dtype, shape, layout))
-            other = by_key.get((op, "eager" if over == "eager" else "torch.compile", mode, dtype, shape, layout))
-            value = _speedup(kernel, other)
+            value = _speedup(kernel, by_key.get((op, other_name, mode, dtype, shape, layout)))
             verdict = "not measured" if value is None else f"{value:.2f}× — {'met' if value >= bound else 'MISSED'}"
+            runs = {}  # timestamp -> {provider: row}, for the earlier runs of this case
+            for r in history:
+                if (r["op"], r["mode"], r["dtype"], r["shape"], r["layout"]) == (op, mode, dtype, shape, layout) \
+                        and r["timestamp"] != (kernel or {}).get("timestamp"):
+                    runs.setdefault(r["timestamp"], {})[r["provider"]] = r
+            earlier = [_speedup(run.get("cpu"), run.get(other_name)) for _, run in sorted(runs.items())]
+            earlier = [f"{s:.2f}×" for s in earlier if s is not None]
             lines.append(f"- issue {issue}: `cpu` {op} {mode} at {shape} {layout} {dtype} ≥ {bound}× "
-                         f"{'the eager reference' if over == 'eager' else 'torch.compile'}: {verdict}")
+                         f"{'the eager reference' if over == 'eager' else 'torch.compile'}: {verdict}"
+                         + (f" (earlier runs: {', '.join(earlier)})" if earlier else ""))
         return lines
     big = [r for r in rows if _element_mb(r) >= 64]
     for kernel in kernel_providers(rows):
@@ -154,7 +166,9 @@ def device_section(path: pathlib.Path) -> list[str]:
     plots = sorted((path.parent / "plots").glob(path.stem + "-*.png"))
     if plots:
         lines += [" ".join(f"![{p.stem}]({p.relative_to(ROOT)})" for p in plots), ""]
-    targets = target_lines(path, rows)
+    with path.open(newline="") as f:
+        history = list(csv.DictReader(f))
+    targets = target_lines(path, rows, history)
     if targets:
         lines += ["Targets:", "", *targets, ""]
     for dtype in dict.fromkeys(r["dtype"] for r in rows):

@@ -60,6 +60,10 @@ def test_targets_are_judged_from_the_rows(tmp_path):
     assert "1.5× torch.compile: 1.40× — MISSED" in lines[0], lines[0]
     assert "4.0× the eager reference: 4.20× — met" in lines[1], lines[1]
     assert lines[2].endswith("not measured"), lines[2]
+    earlier = [{**row, "timestamp": "2026-11-22T00:00:00+00:00", "median_ms": m}
+               for row, m in ((ROW, "1.0"), (compile_row, "2.0"))]
+    lines = report.target_lines(path, [ROW, compile_row, eager_row], earlier + [ROW, compile_row, eager_row])
+    assert lines[0].endswith("1.40× — MISSED (earlier runs: 2.00×)"), lines[0]
 
 
 def test_gpu_targets_are_judged_per_kernel_backend_at_64_mb_and_more(tmp_path):
