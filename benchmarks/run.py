@@ -123,12 +123,15 @@ def _prelu(x, weight, *, channel_dim):
     return F.prelu(x.reshape(-1, x.shape[-1]), weight).view(x.shape)  # prelu's channel axis is 1
 
 
+def kernel_backends(device: torch.device) -> list[str]:
+    """The project's backends that may be the device's default: not the Triton interpreter (TRITON_INTERPRET=1)."""
+    return [name for name, backend in _backends.backends().items()
+            if name != "reference" and backend.serves_device(device.type) and device.type in backend.default_for]
+
+
 def providers(device: torch.device, op: Op) -> list[Provider]:
     """Everything timed for ``op`` on ``device``; call once per case, so each case compiles afresh."""
-    # The kernel backends that may be the device's default: not the Triton interpreter (TRITON_INTERPRET=1).
-    out = [Provider(name, lambda *a, name=name, **k: op.fn(*a, backend=name, **k))
-           for name, backend in _backends.backends().items()
-           if name != "reference" and backend.serves_device(device.type) and device.type in backend.default_for]
+    out = [Provider(name, lambda *a, name=name, **k: op.fn(*a, backend=name, **k)) for name in kernel_backends(device)]
     out += [Provider("eager", op.reference), Provider("torch.compile", torch.compile(op.reference, dynamic=False)),
             Provider("torch.relu", _relu, lambda channels, device, dtype: []),
             Provider("F.prelu", _prelu,  # prelu's weight has x's dtype

@@ -11,13 +11,10 @@ and the forward of a 64-element tensor, where the time is all dispatch overhead
 
 import pytest
 import torch
-from run import OPS, Case, Provider
-
-from lslu_kernels import _backends
+from run import OPS, Case, Provider, kernel_backends
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-BACKENDS = [name for name, backend in _backends.backends().items()
-            if name != "reference" and backend.serves_device(DEVICE.type) and DEVICE.type in backend.default_for]
+BACKENDS = kernel_backends(DEVICE)
 SHAPES = {"resnet-stage1": (16, 64, 56, 56), "tiny": (1, 4, 4, 4)}
 
 
