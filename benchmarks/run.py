@@ -126,7 +126,8 @@ def _prelu(x, weight, *, channel_dim):
 def kernel_backends(device: torch.device) -> list[str]:
     """The project's backends that may be the device's default: not the Triton interpreter (TRITON_INTERPRET=1)."""
     return [name for name, backend in _backends.backends().items()
-            if name != "reference" and backend.serves_device(device.type) and device.type in backend.default_for]
+            if name != "reference" and backend.serves_device(device.type) and device.type in backend.default_for
+            and _backends.device_problem(name, device) is None]
 
 
 def providers(device: torch.device, op: Op) -> list[Provider]:

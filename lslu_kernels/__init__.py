@@ -1,6 +1,6 @@
 """lslu-kernels: fused kernels for learnable activation functions (LSLU, PVLU, PWLU)."""
 
-from ._backends import available_backends
+from ._backends import available_backends, unavailable_backends
 from .convert import convert_activations
 from .functional import lslu, pvlu, pwlu
 from .modules import (
@@ -18,5 +18,5 @@ from .recorder import ParameterRecorder
 
 __all__ = ["LSLU", "PVLU", "PWLU", "LazyLSLU", "LazyPVLU", "LazyPWLU", "LearnableSerieslinearUnit",
            "ParameterRecorder", "available_backends", "convert_activations", "lslu", "official_state_dict",
-           "param_groups", "pvlu", "pwlu"]
+           "param_groups", "pvlu", "pwlu", "unavailable_backends"]
 __version__ = "0.1.0"

@@ -68,6 +68,56 @@ def _probe_extension(name: str) -> Backend:
     return Backend(name, frozenset({name}), frozenset({name}))
 
 
+def cuda_support_problem(answer: dict) -> str | None:
+    """Why the ``cuda`` extension cannot run on a device, from its ``device_support`` answer; None if it can.
+
+    ``answer``: ``driver_version`` and ``runtime_version`` (CUDA's 1000 * major + 10 * minor),
+    ``compute_capability`` (10 * major + minor), ``image_ok`` (a kernel's attributes could be read
+    on the device, so the extension has an image or PTX that loads there) and ``error`` (CUDA's
+    error string, "" if none).
+    """
+    def version(v: int) -> str:
+        return f"{v // 1000}.{v % 1000 // 10}"
+
+    capability = answer.get("compute_capability", 0)
+    driver, runtime = answer.get("driver_version", 0), answer.get("runtime_version", 0)
+    if driver == 0:
+        return f"no CUDA driver answered ({answer.get('error') or 'cudaDriverGetVersion failed'})"
+    # Minor-version compatibility (CUDA >= 11) lets a driver run newer runtimes of its major
+    # release; a driver of an older major release cannot run this runtime at all.
+    if driver // 1000 < runtime // 1000:
+        return (f"the driver supports CUDA {version(driver)}, older than the CUDA {version(runtime)} runtime "
+                f"the extension links; update the driver or rebuild with an older CUDA toolkit")
+    if not answer.get("image_ok") or answer.get("error"):
+        return (f"the extension has no kernel image that loads on this GPU (compute capability "
+                f"{capability // 10}.{capability % 10}; CUDA says: {answer.get('error') or 'no image'}); "
+                f"rebuild with LSLU_KERNELS_CUDA_ARCHS naming it")
+    return None
+
+
+# device index -> why ``cuda`` cannot run there (None: it can); filled on each device's first use.
+_CUDA_DEVICE_PROBLEMS: dict[int, str | None] = {}
+
+
+def _ask_cuda_extension(index: int) -> dict:
+    return importlib.import_module("lslu_kernels._C_cuda").device_support(index)
+
+
+@torch.compiler.assume_constant_result  # torch.compile calls it while tracing and keeps the answer
+def _cuda_device_problem(index: int) -> str | None:
+    if index not in _CUDA_DEVICE_PROBLEMS:
+        _CUDA_DEVICE_PROBLEMS[index] = cuda_support_problem(_ask_cuda_extension(index))
+    return _CUDA_DEVICE_PROBLEMS[index]
+
+
+def device_problem(name: str, device: torch.device) -> str | None:
+    """Why available backend ``name``, which serves ``device.type``, cannot run on ``device``; None if it can."""
+    if name != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _cuda_device_problem(index)
+
+
 # Probed once, at import: torch.compile then traces backend resolution as plain
 # dict lookups (it refuses to trace the imports a lazy probe would run).
 _BACKENDS = {
@@ -83,15 +133,40 @@ def backends() -> dict[str, Backend]:
     return _BACKENDS
 
 
+def _usable(b: Backend) -> bool:
+    """Available, and (for ``cuda``) able to run on at least one GPU of this process."""
+    if not b.available:
+        return False
+    if b.name != "cuda":
+        return True
+    return any(device_problem("cuda", torch.device("cuda", i)) is None for i in range(torch.cuda.device_count()))
+
+
 def available_backends() -> list[str]:
-    """Names of the backends usable in this process, fastest first."""
-    return [b.name for b in backends().values() if b.available]
+    """Names of the backends usable in this process, fastest first.
+
+    ``cuda`` is listed only if it can run on at least one GPU here; :func:`unavailable_backends` says
+    why the others are not.
+    """
+    return [b.name for b in backends().values() if _usable(b)]
+
+
+def unavailable_backends() -> dict[str, str]:
+    """Each backend that is not usable here, with why (for ``cuda``: why not, on each GPU)."""
+    reasons = {}
+    for b in backends().values():
+        if not b.available:
+            reasons[b.name] = b.missing
+        elif not _usable(b):
+            reasons[b.name] = "; ".join(f"cuda:{i}: {device_problem('cuda', torch.device('cuda', i))}"
+                                        for i in range(torch.cuda.device_count()))
+    return reasons
 
 
 def _describe_available() -> str:
     parts = []
     for b in backends().values():
-        if b.available:
+        if _usable(b):
             where = "every device" if b.serves is None else "/".join(sorted(b.serves))
             parts.append(f"{b.name} ({where})")
     return ", ".join(parts)
@@ -105,7 +180,8 @@ def resolve(backend: str | None, device: torch.device, op: str) -> str:
         source = f"${ENV_VAR}"
     if backend is None:
         for b in backends().values():
-            if b.available and (b.default_for is None or device.type in b.default_for):
+            if (b.available and (b.default_for is None or device.type in b.default_for)
+                    and device_problem(b.name, device) is None):
                 return b.name
     known = backends()
     if backend not in known:
@@ -116,6 +192,10 @@ def resolve(backend: str | None, device: torch.device, op: str) -> str:
                            f"Available: {_describe_available()}")
     if not chosen.serves_device(device.type):
         raise RuntimeError(f"{op}: {source} {backend!r} does not serve {device.type} tensors. "
+                           f"Available: {_describe_available()}")
+    problem = device_problem(backend, device)
+    if problem is not None:
+        raise RuntimeError(f"{op}: {source} {backend!r} cannot run on {device}: {problem}. "
                            f"Available: {_describe_available()}")
     return backend
 

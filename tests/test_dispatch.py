@@ -105,3 +105,94 @@ def test_empty_input_gives_empty_output(backend):
         assert x.grad.shape == x.shape
         assert torch.equal(theta.grad, torch.zeros_like(theta)), "grad_theta of an empty input"
         assert torch.equal(omega.grad, torch.zeros_like(omega)), "grad_omega of an empty input"
+
+
+# --- The cuda backend serves only GPUs it can run on (SPEC.md section 2), with the probe's answers injected.
+
+GOOD_GPU = dict(driver_version=13000, runtime_version=13000, compute_capability=90, image_ok=True, error="")
+NO_IMAGE = dict(driver_version=13000, runtime_version=13000, compute_capability=75, image_ok=False,
+                error="no kernel image is available for execution on the device")
+OLD_DRIVER = dict(driver_version=12040, runtime_version=13000, compute_capability=90, image_ok=False,
+                  error="CUDA driver version is insufficient for CUDA runtime version")
+
+
+@pytest.mark.parametrize("answer, pattern", [
+    (GOOD_GPU, None),
+    (dict(GOOD_GPU, driver_version=13020), None),  # a newer driver runs an older runtime
+    (dict(GOOD_GPU, runtime_version=13010), None),  # minor-version compatibility within CUDA 13
+    (NO_IMAGE, r"no kernel image that loads on this GPU \(compute capability 7\.5; CUDA says: no kernel image"),
+    (OLD_DRIVER, r"the driver supports CUDA 12\.4, older than the CUDA 13\.0 runtime"),
+    (dict(GOOD_GPU, driver_version=12080, image_ok=True), r"driver supports CUDA 12\.8, older than the CUDA 13\.0"),
+    (dict(GOOD_GPU, driver_version=0, image_ok=False, error="no CUDA-capable device is detected"),
+     r"no CUDA driver answered \(no CUDA-capable device is detected\)"),
+    (dict(GOOD_GPU, error="out of memory"), r"CUDA says: out of memory"),
+], ids=["good", "newer_driver", "minor_compat", "no_image", "old_driver", "old_driver_image_ok", "no_driver",
+        "error"])
+def test_cuda_support_rule(answer, pattern):
+    problem = _backends.cuda_support_problem(answer)
+    if pattern is None:
+        assert problem is None, problem
+    else:
+        assert problem is not None and re.search(pattern, problem), problem
+
+
+@pytest.fixture
+def gpu_machine(monkeypatch):
+    """A process that sees GPUs with the given probe answers, and cuda and triton built for them.
+
+    Returns the list of device indices the extension was asked about (each must be asked once).
+    """
+    asked = []
+
+    def install(answers):
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: len(answers))
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(_backends, "_CUDA_DEVICE_PROBLEMS", {})
+        monkeypatch.setattr(_backends, "_ask_cuda_extension", lambda i: asked.append(i) or answers[i])
+        gpu = frozenset({"cuda"})
+        fake = {"cuda": _backends.Backend("cuda", gpu, gpu), "triton": _backends.Backend("triton", gpu, gpu),
+                "cpu": _backends.Backend("cpu", frozenset({"cpu"}), frozenset({"cpu"})),
+                "reference": _backends.Backend("reference", None, None)}
+        monkeypatch.setattr(_backends, "_BACKENDS", fake)
+        monkeypatch.delenv(_backends.ENV_VAR, raising=False)
+        return asked
+
+    return install
+
+
+def test_cuda_is_the_default_only_where_it_runs(gpu_machine):
+    asked = gpu_machine([GOOD_GPU, NO_IMAGE])
+    assert _backends.resolve(None, torch.device("cuda", 0), "lslu") == "cuda"
+    assert _backends.resolve(None, torch.device("cuda", 1), "lslu") == "triton", "a GPU without an image: triton"
+    assert _backends.resolve(None, torch.device("cuda"), "lslu") == "cuda", "the current device is cuda:0"
+    assert _backends.resolve(None, torch.device("cpu"), "lslu") == "cpu"
+    for _ in range(3):
+        _backends.resolve(None, torch.device("cuda", 1), "lslu")
+    assert sorted(asked) == [0, 1], f"the extension is asked once per device, was asked about {asked}"
+    assert lk.available_backends() == ["cuda", "triton", "cpu", "reference"], "cuda runs on cuda:0"
+    assert lk.unavailable_backends() == {}
+
+
+def test_explicit_cuda_on_a_gpu_it_cannot_run_on_says_why(gpu_machine, monkeypatch):
+    gpu_machine([GOOD_GPU, NO_IMAGE])
+    x = torch.device("cuda", 1)
+    with pytest.raises(RuntimeError, match=r"lslu: backend 'cuda' cannot run on cuda:1: the extension has no "
+                                           r"kernel image .*compute capability 7\.5.*Available: cuda \(cuda\), triton"):
+        _backends.resolve("cuda", x, "lslu")
+    monkeypatch.setenv(_backends.ENV_VAR, "cuda")
+    with pytest.raises(RuntimeError, match=r"\$LSLU_KERNELS_BACKEND 'cuda' cannot run on cuda:1"):
+        _backends.resolve(None, x, "lslu")
+    assert _backends.resolve(None, torch.device("cuda", 0), "lslu") == "cuda"
+
+
+def test_cuda_that_runs_on_no_gpu_is_not_available(gpu_machine):
+    gpu_machine([OLD_DRIVER, OLD_DRIVER])
+    assert lk.available_backends() == ["triton", "cpu", "reference"]
+    reasons = lk.unavailable_backends()
+    assert list(reasons) == ["cuda"]
+    assert re.fullmatch(r"cuda:0: the driver supports CUDA 12\.4.*; cuda:1: the driver supports CUDA 12\.4.*",
+                        reasons["cuda"]), reasons["cuda"]
+    assert _backends.resolve(None, torch.device("cuda", 0), "pvlu") == "triton"
+    with pytest.raises(RuntimeError, match=r"'cuda' cannot run on cuda:0: the driver supports CUDA 12\.4.*"
+                                           r"Available: triton \(cuda\), cpu \(cpu\), reference"):
+        _backends.resolve("cuda", torch.device("cuda", 0), "pvlu")
