@@ -9,6 +9,7 @@ that says what is available.
 import dataclasses
 import importlib
 import os
+import re
 
 import torch
 
@@ -41,11 +42,26 @@ def triton_interpreter_on() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+# The oldest Triton the project tests (CI runs the static GPU gate and the interpreter tests with
+# it as well as with the newest release): older ones leave the backend unavailable, not untested.
+OLDEST_TRITON = "3.6.0"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string such as '3.6.0', '3.4.0+git1234' or '3.7.0rc1'."""
+    numbers = [int(m.group()) for m in (re.match(r"\d+", part) for part in version.split(".")[:3]) if m]
+    return tuple(numbers + [0] * (3 - len(numbers)))
+
+
 def _probe_triton() -> Backend:
     try:
-        importlib.import_module("triton")
+        triton = importlib.import_module("triton")
     except Exception as exc:  # any import failure only disables this backend
         return Backend("triton", frozenset(), frozenset(), f"triton does not import ({exc})")
+    if _release(triton.__version__) < _release(OLDEST_TRITON):
+        return Backend("triton", frozenset(), frozenset(),
+                       f"triton {triton.__version__} is older than {OLDEST_TRITON}, the oldest release this "
+                       f"project tests (pip install 'triton>={OLDEST_TRITON}')")
     if triton_interpreter_on():
         # TRITON_INTERPRET=1 runs every kernel in the interpreter, on CPU tensors.
         return Backend("triton", frozenset({"cpu"}), frozenset())
@@ -106,7 +122,12 @@ def _ask_cuda_extension(index: int) -> dict:
 @torch.compiler.assume_constant_result  # torch.compile calls it while tracing and keeps the answer
 def _cuda_device_problem(index: int) -> str | None:
     if index not in _CUDA_DEVICE_PROBLEMS:
-        _CUDA_DEVICE_PROBLEMS[index] = cuda_support_problem(_ask_cuda_extension(index))
+        try:
+            answer = _ask_cuda_extension(index)
+        except Exception as exc:  # a probe that fails must not break the default choice
+            _CUDA_DEVICE_PROBLEMS[index] = f"the extension's device probe failed ({exc})"
+        else:
+            _CUDA_DEVICE_PROBLEMS[index] = cuda_support_problem(answer)
     return _CUDA_DEVICE_PROBLEMS[index]
 
 

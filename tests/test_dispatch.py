@@ -196,3 +196,28 @@ def test_cuda_that_runs_on_no_gpu_is_not_available(gpu_machine):
     with pytest.raises(RuntimeError, match=r"'cuda' cannot run on cuda:0: the driver supports CUDA 12\.4.*"
                                            r"Available: triton \(cuda\), cpu \(cpu\), reference"):
         _backends.resolve("cuda", torch.device("cuda", 0), "pvlu")
+
+
+def test_a_failing_cuda_probe_falls_back_to_triton(gpu_machine, monkeypatch):
+    gpu_machine([GOOD_GPU])
+
+    def broken(index):
+        raise AttributeError("module 'lslu_kernels._C_cuda' has no attribute 'device_support'")
+
+    monkeypatch.setattr(_backends, "_ask_cuda_extension", broken)
+    assert _backends.resolve(None, torch.device("cuda", 0), "pwlu") == "triton"
+    assert "device probe failed (module 'lslu_kernels._C_cuda' has no attribute" in lk.unavailable_backends()["cuda"]
+
+
+@pytest.mark.parametrize("version, available", [
+    (_backends.OLDEST_TRITON, True), ("3.9.0", True), ("4.0.0", True), ("3.10.0+git5f3e", True),
+    ("3.5.1", False), ("3.1.0", False), ("2.3.1", False)])
+def test_triton_older_than_the_oldest_tested_is_not_used(monkeypatch, version, available):
+    import triton
+
+    monkeypatch.setattr(triton, "__version__", version)
+    probed = _backends._probe_triton()
+    assert probed.available == available, probed.missing
+    if not available:
+        assert probed.missing == (f"triton {version} is older than {_backends.OLDEST_TRITON}, the oldest release "
+                                  f"this project tests (pip install 'triton>={_backends.OLDEST_TRITON}')")
