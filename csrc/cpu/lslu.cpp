@@ -1,5 +1,6 @@
 // LSLU on CPU tensors: the per-element math of lslu.h in loops the compiler vectorizes,
-// spread over OpenMP threads.
+// spread over OpenMP threads; the work functions are compiled once per instruction-set
+// level and run at the chosen one (isa.h).
 //
 // Determinism: the work is cut into `partials` fixed ranges that depend only on
 // the sizes; each range sums its parameter gradients in a fixed order into its
@@ -71,7 +72,9 @@ LSLU_CPU_INLINE void forward_items(const LsluArgs& a, int64_t first, int64_t las
       const ChannelParams<STAGES, acc_t> p(theta, omega, C, row % C);
       const scalar_t* xr = x + row * a.inner;
       scalar_t* yr = y + row * a.inner;
-      for (int64_t i = begin; i < end; ++i) yr[i] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xr[i]), p.theta, p.omega));
+      for (int64_t i = begin; i < end; ++i) {
+        yr[i] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xr[i]), p.theta, p.omega));
+      }
     }
   } else {
     // inner == 1: items are rows of C elements, one per channel.
@@ -90,7 +93,8 @@ LSLU_CPU_INLINE void forward_items(const LsluArgs& a, int64_t first, int64_t las
 // parameter gradient sums to dtheta_sum / domega_sum (in a fixed order).
 template <int STAGES, typename scalar_t, typename acc_t>
 LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
-                  const ChannelParams<STAGES, acc_t> p, acc_t* dtheta_sum, acc_t* domega_sum, int64_t sum_stride) {
+                                  const ChannelParams<STAGES, acc_t> p, acc_t* dtheta_sum, acc_t* domega_sum,
+                                  int64_t sum_stride) {
   acc_t lane_dtheta[STAGES][kLanes] = {}, lane_domega[STAGES][kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
@@ -128,8 +132,8 @@ LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t
 // s * channels + c). Lanes of kLanes channels first collect the contributions
 // in local arrays, so that both loops are plain vector loops.
 template <int STAGES, typename scalar_t, typename acc_t>
-LSLU_CPU_INLINE void backward_channels(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t channels, const acc_t* theta,
-                       const acc_t* omega, acc_t* dtheta_sum, acc_t* domega_sum) {
+LSLU_CPU_INLINE void backward_channels(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t channels,
+                                       const acc_t* theta, const acc_t* omega, acc_t* dtheta_sum, acc_t* domega_sum) {
   for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
     const int64_t lanes = std::min(kLanes, channels - c0);
     acc_t lane_dtheta[STAGES][kLanes], lane_domega[STAGES][kLanes];

@@ -1,5 +1,6 @@
 // PVLU on CPU tensors: the per-element math of pvlu.h in loops the compiler vectorizes,
-// spread over OpenMP threads.
+// spread over OpenMP threads; the work functions are compiled once per instruction-set
+// level and run at the chosen one (isa.h).
 //
 // sin and cos: libm's sinf/cosf do not vectorize (without -ffast-math and libmvec) and
 // cost far more than the rest of the arithmetic, so float arguments (float, half types)
@@ -362,7 +363,9 @@ LSLU_CPU_INLINE void backward_part(const PvluArgs& a, int64_t part) {
 // The work functions, compiled once per instruction-set level (isa.h).
 template <typename scalar_t>
 struct ForwardItems {
-  static LSLU_CPU_INLINE void run(const PvluArgs& a, int64_t first, int64_t last) { forward_items<scalar_t>(a, first, last); }
+  static LSLU_CPU_INLINE void run(const PvluArgs& a, int64_t first, int64_t last) {
+    forward_items<scalar_t>(a, first, last);
+  }
 };
 template <typename scalar_t>
 struct BackwardPart {

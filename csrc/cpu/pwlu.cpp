@@ -1,4 +1,6 @@
-// PWLU on CPU tensors: the per-element math of pwlu.h in loops spread over OpenMP threads.
+// PWLU on CPU tensors: the per-element math of pwlu.h in loops spread over OpenMP threads;
+// the work functions are compiled once per instruction-set level and run at the chosen one
+// (isa.h).
 //
 // Backward is cut into units that depend only on the sizes (never on the thread count):
 // - inner > 1 (NCHW): a unit is one channel and one of `partials` equal ranges of that
@@ -108,7 +110,7 @@ LSLU_CPU_INLINE PwluChannel<acc_t> channel_params(const PwluArgs& a, int64_t c) 
 // a memcpy call).
 template <bool FULL, typename acc_t, typename scalar_t, typename ChannelOf, typename RowOf>
 LSLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t lanes, ChannelOf channel_of, RowOf row_of,
-                          int intervals) {
+                                   int intervals) {
   const int64_t n = FULL ? kLanes : lanes;
   acc_t u[kLanes], lower[kLanes], upper[kLanes];
   int idx[kLanes];
@@ -130,7 +132,7 @@ LSLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t lanes
 
 template <typename acc_t, typename scalar_t, typename ChannelOf, typename RowOf>
 LSLU_CPU_INLINE void forward_block(const scalar_t* x, scalar_t* y, int64_t lanes, ChannelOf channel_of, RowOf row_of,
-                          int intervals) {
+                                   int intervals) {
   if (lanes == kLanes) {
     forward_lanes<true, acc_t>(x, y, lanes, channel_of, row_of, intervals);
   } else {
@@ -141,8 +143,8 @@ LSLU_CPU_INLINE void forward_block(const scalar_t* x, scalar_t* y, int64_t lanes
 // Forward of work items [first, last): (row, chunk of the row) for inner > 1, rows for
 // inner == 1 (whose channels' parameters come in `params`).
 template <typename scalar_t>
-LSLU_CPU_INLINE void forward_items(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>* params,
-                                   int64_t first, int64_t last) {
+LSLU_CPU_INLINE void forward_items(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>* params, int64_t first,
+                                   int64_t last) {
   using acc_t = acc_type<scalar_t>;
   const auto* x = static_cast<const scalar_t*>(a.x);
   auto* y = static_cast<scalar_t*>(a.y);
@@ -192,9 +194,10 @@ LSLU_CPU_INLINE void kahan_add(acc_t& sum, acc_t& comp, acc_t v) {
 // adds element l's four scalar contributions to the compensated sums (sums, comps)[k *
 // sums_stride + l] and returns its points contributions in bin, lower, upper.
 template <bool FULL, typename scalar_t, typename acc_t, typename ChannelOf, typename RowOf>
-LSLU_CPU_INLINE void backward_lanes(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t lanes, ChannelOf channel_of,
-                           RowOf row_of, int intervals, acc_t inv_intervals, acc_t* sums, acc_t* comps,
-                           int64_t sums_stride, int (&bin)[kLanes], acc_t (&lower)[kLanes], acc_t (&upper)[kLanes]) {
+LSLU_CPU_INLINE void backward_lanes(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t lanes,
+                                    ChannelOf channel_of, RowOf row_of, int intervals, acc_t inv_intervals, acc_t* sums,
+                                    acc_t* comps, int64_t sums_stride, int (&bin)[kLanes], acc_t (&lower)[kLanes],
+                                    acc_t (&upper)[kLanes]) {
   const int64_t n = FULL ? kLanes : lanes;
   acc_t u[kLanes], point_lower[kLanes], point_upper[kLanes];
   int idx[kLanes];
@@ -228,9 +231,10 @@ LSLU_CPU_INLINE void backward_lanes(const scalar_t* x, const scalar_t* g, scalar
 }
 
 template <typename scalar_t, typename acc_t, typename ChannelOf, typename RowOf>
-LSLU_CPU_INLINE void backward_block(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t lanes, ChannelOf channel_of,
-                           RowOf row_of, int intervals, acc_t inv_intervals, acc_t* sums, acc_t* comps,
-                           int64_t sums_stride, int (&bin)[kLanes], acc_t (&lower)[kLanes], acc_t (&upper)[kLanes]) {
+LSLU_CPU_INLINE void backward_block(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t lanes,
+                                    ChannelOf channel_of, RowOf row_of, int intervals, acc_t inv_intervals, acc_t* sums,
+                                    acc_t* comps, int64_t sums_stride, int (&bin)[kLanes], acc_t (&lower)[kLanes],
+                                    acc_t (&upper)[kLanes]) {
   if (lanes == kLanes) {
     backward_lanes<true>(x, g, dx, lanes, channel_of, row_of, intervals, inv_intervals, sums, comps, sums_stride, bin,
                          lower, upper);
@@ -282,8 +286,9 @@ struct LaneSums {
 
 // Backward over n consecutive elements of one channel.
 template <typename scalar_t, typename acc_t>
-LSLU_CPU_INLINE void backward_segment(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n, const PwluChannel<acc_t>& p,
-                      const acc_t* table, int intervals, acc_t inv_intervals, LaneSums<acc_t>& sums) {
+LSLU_CPU_INLINE void backward_segment(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
+                                      const PwluChannel<acc_t>& p, const acc_t* table, int intervals,
+                                      acc_t inv_intervals, LaneSums<acc_t>& sums) {
   const auto channel_of = [p](int64_t) { return p; };  // by value: loads from p would stop if-conversion
   const auto row_of = [&](int64_t) { return table; };
   sums.use(n);
@@ -337,7 +342,7 @@ LSLU_CPU_INLINE void backward_channel_unit(const PwluArgs& a, int64_t c, int64_t
 // Consecutive elements belong to different channels, so each channel keeps one set of bins.
 template <typename scalar_t>
 LSLU_CPU_INLINE void backward_rows_unit(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>& params, int64_t c0,
-                        int64_t width, int64_t part, int64_t first, int64_t last) {
+                                        int64_t width, int64_t part, int64_t first, int64_t last) {
   using acc_t = acc_type<scalar_t>;
   const int N = a.intervals;
   const int64_t C = a.channels;
@@ -380,8 +385,7 @@ LSLU_CPU_INLINE void backward_rows_unit(const PwluArgs& a, const ChannelArrays<a
 
 // Backward unit `unit` of `units` (see the top of the file); `params` for inner == 1.
 template <typename scalar_t>
-LSLU_CPU_INLINE void backward_unit(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>* params,
-                                   int64_t unit) {
+LSLU_CPU_INLINE void backward_unit(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>* params, int64_t unit) {
   const int64_t parts = a.partials;
   if (a.inner > 1) {
     const int64_t c = unit / parts, part = unit % parts;
