@@ -38,6 +38,9 @@ CpuIsa cpu_isa_named(const std::string& name) {
 }
 
 bool cpu_supports(CpuIsa isa) {
+#if defined(LSLU_CPU_X86_LEVELS)
+  __builtin_cpu_init();  // idempotent; libgcc's constructor may not have run yet for a static initializer
+#endif
   switch (isa) {
     case CpuIsa::Baseline: return true;
 #if defined(LSLU_CPU_X86_LEVELS)
