@@ -10,6 +10,10 @@ cross as raw pointers, so the CUDA sources compile against a CPU build of torch)
 - ``lslu_kernels._C_cpu``: the CPU kernels (``csrc/cpu``), built with the C++
   compiler and OpenMP. ``LSLU_KERNELS_BUILD_CPU``: ``auto`` (default: built when
   a compiler works, skipped with a warning otherwise), ``1`` (required), ``0``.
+  On x86-64 its work functions are compiled for three instruction-set levels
+  (baseline SSE2, AVX2 + FMA, AVX-512; csrc/cpu/isa.h), chosen when it loads: the
+  best the CPU runs, capped by ``LSLU_KERNELS_CPU_ISA`` (``auto``, ``avx512``,
+  ``avx2``, ``baseline``); ``_C_cpu.set_isa(name)`` changes it at run time.
 - ``lslu_kernels._C_cuda``: the CUDA kernels (``csrc/cuda``), compiled by nvcc
   through ninja. ``LSLU_KERNELS_BUILD_CUDA``: ``auto`` (default: built when
   nvcc is found on PATH or under ``CUDA_HOME``; a compile error then fails the

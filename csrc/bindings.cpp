@@ -11,6 +11,9 @@
 
 #include "launch.h"
 #include "lslu.h"
+#if !defined(LSLU_CUDA)
+#include "cpu/isa.h"
+#endif
 
 namespace py = pybind11;
 using namespace lslu_kernels;
@@ -67,6 +70,24 @@ PYBIND11_MODULE(_C_cpu, m) {
         return lslu_backward_partials_cpu(outer, channels, inner);
       },
       py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("multiprocessors"));
+
+  // The instruction-set level of the kernels (csrc/cpu/isa.h): LSLU_KERNELS_CPU_ISA caps it here, at load.
+  set_cpu_isa_from_environment();
+  m.def(
+      "set_isa", [](const std::string& name) { set_cpu_isa(cpu_isa_named(name)); }, py::arg("name"),
+      "Runs the kernels at level `name` (avx512, avx2, baseline) from now on; ValueError if the CPU lacks it.");
+  m.def(
+      "isa", [] { return std::string(cpu_isa_name(cpu_isa())); }, "The level the kernels run at now.");
+  m.def(
+      "supported_isas",
+      [] {
+        py::list names;
+        for (CpuIsa isa : kCpuIsas) {
+          if (cpu_supports(isa)) names.append(cpu_isa_name(isa));
+        }
+        return names;
+      },
+      "The levels this CPU and build run, lowest first.");
 #endif
   m.def(
       "lslu_forward",

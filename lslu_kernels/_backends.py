@@ -75,10 +75,12 @@ def _probe_extension(name: str) -> Backend:
     """The ``cpu`` or ``cuda`` backend: its extension was built at install time (setup.py) or not."""
     try:
         importlib.import_module(f"lslu_kernels._C_{name}")
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         return Backend(name, frozenset(), frozenset(),
                        f"extension lslu_kernels._C_{name} was not built at install time ({exc}); see setup.py "
                        f"for what it needs ({'nvcc' if name == 'cuda' else 'a C++ compiler with OpenMP'})")
+    except ImportError as exc:  # built, but its loading failed (a missing library, a bad LSLU_KERNELS_CPU_ISA)
+        return Backend(name, frozenset(), frozenset(), f"extension lslu_kernels._C_{name} does not load: {exc}")
     if name == "cuda" and not torch.cuda.is_available():
         return Backend(name, frozenset(), frozenset(), "built, but torch sees no CUDA device")
     return Backend(name, frozenset({name}), frozenset({name}))

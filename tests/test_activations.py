@@ -6,7 +6,7 @@ op-specific properties live in test_<op>.py.
 
 import pytest
 import torch
-from conftest import KERNEL_BACKENDS, backend_device
+from conftest import CPU_ISAS, KERNEL_BACKENDS, backend_device, cpu_isa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ops import OPS
@@ -31,7 +31,8 @@ def _param_dtype(x_dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS, ids=[case[0] for case in LAYOUTS])
 @pytest.mark.parametrize("case", PARITY_CASES, ids=[f"{op}-{variant}" for op, variant in PARITY_CASES])
-def test_parity(kernel_backend, case, layout, dtype, shared):
+def test_parity(kernel_backend_each_level, case, layout, dtype, shared):
+    kernel_backend = kernel_backend_each_level
     op, variant = case
     name, shape, channel_dim, change_layout = layout
     device = backend_device(kernel_backend)
@@ -73,8 +74,9 @@ def test_parity_random_shapes(shape, data):
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["per_channel", "shared"])
-def test_nan_and_inf_propagate_as_in_the_reference(kernel_backend, op, shared):
+def test_nan_and_inf_propagate_as_in_the_reference(kernel_backend_each_level, op, shared):
     """NaN and ±inf inputs give the reference's outputs and gradients, NaN exactly where it has NaN."""
+    kernel_backend = kernel_backend_each_level
     device = backend_device(kernel_backend)
     row = [float("nan"), 1.0, -1.0, float("inf"), -float("inf"), 0.5, 0.0]
     x = torch.tensor([row] * 3, dtype=torch.float64).T.contiguous()  # channels along axis 1
@@ -95,7 +97,8 @@ def test_gradcheck(kernel_backend, op, layout, shared):
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["per_channel", "shared"])
-def test_backward_is_deterministic(kernel_backend, op, shared):
+def test_backward_is_deterministic(kernel_backend_each_level, op, shared):
+    kernel_backend = kernel_backend_each_level
     device = backend_device(kernel_backend)
     for x in (torch.randn(4, 33, 10, 10, device=device).to(memory_format=torch.channels_last),
               torch.randn(3, 17, 301, device=device)):
@@ -107,24 +110,24 @@ def test_backward_is_deterministic(kernel_backend, op, shared):
             assert torch.equal(a, b), f"grad_{name} differs between two identical backward calls"
 
 
-def test_cpu_result_does_not_depend_on_the_thread_count(op):
-    if "cpu" not in KERNEL_BACKENDS:
-        pytest.skip("cpu backend not built")
+@pytest.mark.parametrize("isa", CPU_ISAS or [pytest.param(None, marks=pytest.mark.skip("cpu backend not built"))])
+def test_cpu_result_does_not_depend_on_the_thread_count(op, isa):
     x = torch.randn(6, 37, 23, 29)  # enough elements for 3 threads (cpp_kernels.CPU_GRAIN per thread)
     assert x.numel() >= 3 * cpp_kernels.CPU_GRAIN
     params = op.make_params(37, op.variants[0])
     grad_output = torch.randn_like(x)
     threads = torch.get_num_threads()
     try:
-        for layout_x in (x, x.to(memory_format=torch.channels_last)):
-            results = []
-            for n in (1, 2, 3):
-                torch.set_num_threads(n)
-                results.append(forward_backward(op.fn, layout_x, params, grad_output, backend="cpu"))
-            for n, (y, grads) in zip((2, 3), results[1:]):
-                assert torch.equal(y, results[0][0]), f"output with {n} threads differs from 1 thread"
-                for name, a, b in zip(("input", *op.fn.param_names), grads, results[0][1]):
-                    assert torch.equal(a, b), f"grad_{name} with {n} threads differs from 1 thread"
+        with cpu_isa(isa):
+            for layout_x in (x, x.to(memory_format=torch.channels_last)):
+                results = []
+                for n in (1, 2, 3):
+                    torch.set_num_threads(n)
+                    results.append(forward_backward(op.fn, layout_x, params, grad_output, backend="cpu"))
+                for n, (y, grads) in zip((2, 3), results[1:]):
+                    assert torch.equal(y, results[0][0]), f"{isa}: output with {n} threads differs from 1 thread"
+                    for name, a, b in zip(("input", *op.fn.param_names), grads, results[0][1]):
+                        assert torch.equal(a, b), f"{isa}: grad_{name} with {n} threads differs from 1 thread"
     finally:
         torch.set_num_threads(threads)
 

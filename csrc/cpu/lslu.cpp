@@ -1,5 +1,6 @@
 // LSLU on CPU tensors: the per-element math of lslu.h in loops the compiler vectorizes,
-// spread over OpenMP threads.
+// spread over OpenMP threads; the work functions are compiled once per instruction-set
+// level and run at the chosen one (isa.h).
 //
 // Determinism: the work is cut into `partials` fixed ranges that depend only on
 // the sizes; each range sums its parameter gradients in a fixed order into its
@@ -12,6 +13,7 @@
 #include "../launch.h"
 #include "../dispatch.h"
 #include "../lslu.h"
+#include "isa.h"
 
 namespace lslu_kernels {
 namespace {
@@ -36,7 +38,7 @@ inline int64_t work_items(int64_t outer, int64_t channels, int64_t inner) {
 template <int STAGES, typename acc_t>
 struct ChannelParams {
   acc_t theta[STAGES], omega[STAGES];
-  ChannelParams(const acc_t* theta_all, const acc_t* omega_all, int64_t channels, int64_t c) {
+  LSLU_CPU_INLINE ChannelParams(const acc_t* theta_all, const acc_t* omega_all, int64_t channels, int64_t c) {
     // Unrolled: as a loop, the compiler makes it a memcpy, which stops the vectorizer.
     LSLU_UNROLL
     for (int s = 0; s < STAGES; ++s) {
@@ -52,8 +54,9 @@ inline void range_of(int64_t p, int64_t parts, int64_t n, int64_t& begin, int64_
   end = (p + 1) * n / parts;
 }
 
+// Forward of work items [first, last).
 template <int STAGES, typename scalar_t>
-void forward(const LsluArgs& a, int threads) {
+LSLU_CPU_INLINE void forward_items(const LsluArgs& a, int64_t first, int64_t last) {
   using acc_t = acc_type<scalar_t>;
   const auto* x = static_cast<const scalar_t*>(a.x);
   auto* y = static_cast<scalar_t*>(a.y);
@@ -63,19 +66,19 @@ void forward(const LsluArgs& a, int threads) {
   if (a.inner > 1) {
     // Items are (row, chunk of the row); row = o * C + c has one channel.
     const int64_t chunks = chunks_per_row(a.inner);
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t item = 0; item < work_items(a.outer, C, a.inner); ++item) {
+    for (int64_t item = first; item < last; ++item) {
       const int64_t row = item / chunks;
       const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
       const ChannelParams<STAGES, acc_t> p(theta, omega, C, row % C);
       const scalar_t* xr = x + row * a.inner;
       scalar_t* yr = y + row * a.inner;
-      for (int64_t i = begin; i < end; ++i) yr[i] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xr[i]), p.theta, p.omega));
+      for (int64_t i = begin; i < end; ++i) {
+        yr[i] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xr[i]), p.theta, p.omega));
+      }
     }
   } else {
-    // inner == 1: rows of C elements, one per channel.
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t o = 0; o < a.outer; ++o) {
+    // inner == 1: items are rows of C elements, one per channel.
+    for (int64_t o = first; o < last; ++o) {
       const scalar_t* xr = x + o * C;
       scalar_t* yr = y + o * C;
       for (int64_t c = 0; c < C; ++c) {
@@ -89,8 +92,9 @@ void forward(const LsluArgs& a, int threads) {
 // Backward over `n` consecutive elements of one channel; adds that channel's
 // parameter gradient sums to dtheta_sum / domega_sum (in a fixed order).
 template <int STAGES, typename scalar_t, typename acc_t>
-void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
-                  const ChannelParams<STAGES, acc_t> p, acc_t* dtheta_sum, acc_t* domega_sum, int64_t sum_stride) {
+LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
+                                  const ChannelParams<STAGES, acc_t> p, acc_t* dtheta_sum, acc_t* domega_sum,
+                                  int64_t sum_stride) {
   acc_t lane_dtheta[STAGES][kLanes] = {}, lane_domega[STAGES][kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
@@ -128,8 +132,8 @@ void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
 // s * channels + c). Lanes of kLanes channels first collect the contributions
 // in local arrays, so that both loops are plain vector loops.
 template <int STAGES, typename scalar_t, typename acc_t>
-void backward_channels(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t channels, const acc_t* theta,
-                       const acc_t* omega, acc_t* dtheta_sum, acc_t* domega_sum) {
+LSLU_CPU_INLINE void backward_channels(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t channels,
+                                       const acc_t* theta, const acc_t* omega, acc_t* dtheta_sum, acc_t* domega_sum) {
   for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
     const int64_t lanes = std::min(kLanes, channels - c0);
     acc_t lane_dtheta[STAGES][kLanes], lane_domega[STAGES][kLanes];
@@ -153,50 +157,73 @@ void backward_channels(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64
   }
 }
 
+// Backward of the part-th of `partials` fixed ranges of work items, with its parameter
+// gradient sums in row `part` of the partial buffers (zeroed here first).
 template <int STAGES, typename scalar_t>
-void backward(const LsluArgs& a, int threads) {
+LSLU_CPU_INLINE void backward_part(const LsluArgs& a, int64_t part) {
   using acc_t = acc_type<scalar_t>;
   const auto* x = static_cast<const scalar_t*>(a.x);
   const auto* g = static_cast<const scalar_t*>(a.grad_output);
   auto* dx = static_cast<scalar_t*>(a.grad_input);
   const auto* theta = static_cast<const acc_t*>(a.theta);
   const auto* omega = static_cast<const acc_t*>(a.omega);
-  auto* dtheta_partial = static_cast<acc_t*>(a.dtheta_partial);
-  auto* domega_partial = static_cast<acc_t*>(a.domega_partial);
   const int64_t C = a.channels;
   const int64_t partial_size = int64_t(STAGES) * C;
-  std::fill(dtheta_partial, dtheta_partial + a.partials * partial_size, acc_t(0));
-  std::fill(domega_partial, domega_partial + a.partials * partial_size, acc_t(0));
+  acc_t* dtheta_sum = static_cast<acc_t*>(a.dtheta_partial) + part * partial_size;
+  acc_t* domega_sum = static_cast<acc_t*>(a.domega_partial) + part * partial_size;
+  std::fill(dtheta_sum, dtheta_sum + partial_size, acc_t(0));
+  std::fill(domega_sum, domega_sum + partial_size, acc_t(0));
+  int64_t first, last;
+  range_of(part, a.partials, work_items(a.outer, C, a.inner), first, last);
   if (a.inner > 1) {
     // Items are (row, chunk of the row); row = o * C + c has one channel.
     const int64_t chunks = chunks_per_row(a.inner);
-    const int64_t items = work_items(a.outer, C, a.inner);
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t part = 0; part < a.partials; ++part) {
-      int64_t first, last;
-      range_of(part, a.partials, items, first, last);
-      for (int64_t item = first; item < last; ++item) {
-        const int64_t row = item / chunks, c = row % C;
-        const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
-        const int64_t offset = row * a.inner + begin;
-        const ChannelParams<STAGES, acc_t> p(theta, omega, C, c);
-        backward_row<STAGES>(x + offset, g + offset, dx + offset, end - begin, p,
-                             dtheta_partial + part * partial_size + c, domega_partial + part * partial_size + c, C);
-      }
+    for (int64_t item = first; item < last; ++item) {
+      const int64_t row = item / chunks, c = row % C;
+      const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
+      const int64_t offset = row * a.inner + begin;
+      const ChannelParams<STAGES, acc_t> p(theta, omega, C, c);
+      backward_row<STAGES>(x + offset, g + offset, dx + offset, end - begin, p, dtheta_sum + c, domega_sum + c, C);
     }
   } else {
-    // inner == 1: each range is a run of rows; per-channel sums run along the row.
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t part = 0; part < a.partials; ++part) {
-      int64_t first, last;
-      range_of(part, a.partials, a.outer, first, last);
-      acc_t* dtheta_sum = dtheta_partial + part * partial_size;
-      acc_t* domega_sum = domega_partial + part * partial_size;
-      for (int64_t o = first; o < last; ++o) {
-        backward_channels<STAGES>(x + o * C, g + o * C, dx + o * C, C, theta, omega, dtheta_sum, domega_sum);
-      }
+    // inner == 1: items are rows; per-channel sums run along the row.
+    for (int64_t o = first; o < last; ++o) {
+      backward_channels<STAGES>(x + o * C, g + o * C, dx + o * C, C, theta, omega, dtheta_sum, domega_sum);
     }
   }
+}
+
+// The work functions, compiled once per instruction-set level (isa.h).
+template <int STAGES, typename scalar_t>
+struct ForwardItems {
+  static LSLU_CPU_INLINE void run(const LsluArgs& a, int64_t first, int64_t last) {
+    forward_items<STAGES, scalar_t>(a, first, last);
+  }
+};
+template <int STAGES, typename scalar_t>
+struct BackwardPart {
+  static LSLU_CPU_INLINE void run(const LsluArgs& a, int64_t part) { backward_part<STAGES, scalar_t>(a, part); }
+};
+
+template <int STAGES, typename scalar_t>
+void forward(const LsluArgs& a, int threads) {
+  // One contiguous range of items per thread (forward sums nothing: any split gives the same y).
+  const int64_t items = work_items(a.outer, a.channels, a.inner);
+  const int64_t pieces = std::max<int64_t>(1, std::min<int64_t>(items, threads));
+  const CpuIsa isa = cpu_isa();
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t piece = 0; piece < pieces; ++piece) {
+    int64_t first, last;
+    range_of(piece, pieces, items, first, last);
+    run_at_level<ForwardItems<STAGES, scalar_t>>(isa, a, first, last);
+  }
+}
+
+template <int STAGES, typename scalar_t>
+void backward(const LsluArgs& a, int threads) {
+  const CpuIsa isa = cpu_isa();
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t part = 0; part < a.partials; ++part) run_at_level<BackwardPart<STAGES, scalar_t>>(isa, a, part);
 }
 
 struct Forward {

@@ -1,5 +1,6 @@
 // PVLU on CPU tensors: the per-element math of pvlu.h in loops the compiler vectorizes,
-// spread over OpenMP threads.
+// spread over OpenMP threads; the work functions are compiled once per instruction-set
+// level and run at the chosen one (isa.h).
 //
 // sin and cos: libm's sinf/cosf do not vectorize (without -ffast-math and libmvec) and
 // cost far more than the rest of the arithmetic, so float arguments (float, half types)
@@ -21,6 +22,7 @@
 
 #include "../launch.h"
 #include "../pvlu.h"
+#include "isa.h"
 
 namespace lslu_kernels {
 namespace {
@@ -33,26 +35,6 @@ constexpr int64_t kMaxPartials = 256;
 // Long rows are cut into chunks of this many elements, so that few long rows
 // still spread over every thread.
 constexpr int64_t kChunk = 1 << 14;
-
-// Every helper of the kernels is inlined into the functions below that carry
-// PVLU_CPU_CLONES, so that each of their clones compiles all of it for its instruction set.
-#define PVLU_CPU_INLINE inline __attribute__((always_inline))
-
-// The work functions are compiled once per x86-64 level (AVX-512, AVX2 + FMA, baseline
-// SSE2) and the best one the CPU runs is picked when the library loads (GCC/Clang function
-// multiversioning, glibc's ifunc); defining PVLU_CPU_CLONES (empty) builds one version for
-// the compiler's target only. The AVX levels fuse multiply-adds (GCC contracts a * b + c
-// in C++), so results may differ in the last bits from one CPU level to another; on one
-// machine the same version always runs, and the summation order is fixed by the lane
-// arrays, so results are reproducible there.
-#if !defined(PVLU_CPU_CLONES) && defined(__x86_64__) && defined(__GLIBC__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define PVLU_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef PVLU_CPU_CLONES
-#define PVLU_CPU_CLONES
-#endif
 
 // ---------------------------------------------------------------------------------------
 // sin and cos of float arguments, written for the vectorizer.
@@ -69,7 +51,7 @@ constexpr int64_t kChunk = 1 << 14;
 // [38000, 39000], 2e8 random ones in between, against double sin/cos).
 constexpr float kFastTrigMax = 39000.0f;
 
-PVLU_CPU_INLINE void fast_sincos(float v, float& s, float& c) {
+LSLU_CPU_INLINE void fast_sincos(float v, float& s, float& c) {
   constexpr float kTwoOverPi = 0x1.45f306p-1f;
   constexpr float kRound = 0x1.8p23f;  // adding it rounds |t| < 2^22 to an integer
   constexpr float kPio2A = 0x1.92p+0f, kPio2B = 0x1.fbp-12f, kPio2C = 0x1.51p-22f, kPio2D = 0x1.0b4612p-34f;
@@ -97,7 +79,7 @@ PVLU_CPU_INLINE void fast_sincos(float v, float& s, float& c) {
 // pi/2 (|q| < 2^14, the four parts of pi with at most 9 significant bits but the last),
 // r in [-pi/2, pi/2], one odd polynomial (minimax for the relative error on [-pi/2, pi/2],
 // ~2 ulp) and the sign (-1)^q. About half the work of fast_sincos.
-PVLU_CPU_INLINE float fast_sin(float v) {
+LSLU_CPU_INLINE float fast_sin(float v) {
   constexpr float kOneOverPi = 0x1.45f306p-2f;
   constexpr float kRound = 0x1.8p23f;
   constexpr float kPiA = 0x1.92p+1f, kPiB = 0x1.fbp-11f, kPiC = 0x1.51p-21f, kPiD = 0x1.0b4612p-33f;
@@ -117,14 +99,14 @@ PVLU_CPU_INLINE float fast_sin(float v) {
 // (also inf and NaN, whose results fast_sincos would get right: NaN), else 0. On the
 // bits, so that the loops that OR it up vectorize. double has no fast path:
 // std::sin/std::cos for every element.
-PVLU_CPU_INLINE uint32_t far_argument(float v) {
+LSLU_CPU_INLINE uint32_t far_argument(float v) {
   constexpr uint32_t kMaxBits = 0x47185800u;  // float_bits(kFastTrigMax)
   static_assert(kFastTrigMax == 39000.0f, "kMaxBits is the bits of kFastTrigMax");
   return uint32_t((float_bits(v) & 0x7fffffffu) > kMaxBits);
 }
-PVLU_CPU_INLINE uint32_t far_argument(double) { return 0; }
-PVLU_CPU_INLINE void fast_sincos(double v, double& s, double& c) { pvlu_sincos(v, s, c); }
-PVLU_CPU_INLINE double fast_sin(double v) { return pvlu_sin(v); }
+LSLU_CPU_INLINE uint32_t far_argument(double) { return 0; }
+LSLU_CPU_INLINE void fast_sincos(double v, double& s, double& c) { pvlu_sincos(v, s, c); }
+LSLU_CPU_INLINE double fast_sin(double v) { return pvlu_sin(v); }
 
 // ---------------------------------------------------------------------------------------
 // Element loops.
@@ -134,21 +116,21 @@ PVLU_CPU_INLINE double fast_sin(double v) { return pvlu_sin(v); }
 template <typename acc_t>
 struct OneChannel {
   acc_t a, b;
-  PVLU_CPU_INLINE acc_t alpha(int64_t) const { return a; }
-  PVLU_CPU_INLINE acc_t beta(int64_t) const { return b; }
+  LSLU_CPU_INLINE acc_t alpha(int64_t) const { return a; }
+  LSLU_CPU_INLINE acc_t beta(int64_t) const { return b; }
 };
 template <typename acc_t>
 struct ChannelRow {
   const acc_t* a;
   const acc_t* b;
-  PVLU_CPU_INLINE acc_t alpha(int64_t i) const { return a[i]; }
-  PVLU_CPU_INLINE acc_t beta(int64_t i) const { return b[i]; }
+  LSLU_CPU_INLINE acc_t alpha(int64_t i) const { return a[i]; }
+  LSLU_CPU_INLINE acc_t beta(int64_t i) const { return b[i]; }
 };
 
 // y of n consecutive elements of one channel (the vectorizer handles the OR reduction of
 // `far` in this loop: its trip count is not a small constant, so it is not unrolled first).
 template <typename scalar_t, typename acc_t>
-PVLU_CPU_INLINE void forward_row(const scalar_t* x, scalar_t* y, int64_t n, const OneChannel<acc_t> p) {
+LSLU_CPU_INLINE void forward_row(const scalar_t* x, scalar_t* y, int64_t n, const OneChannel<acc_t> p) {
   uint32_t far = 0;
   for (int64_t i = 0; i < n; ++i) {
     const acc_t xi = to_acc(x[i]);
@@ -168,7 +150,7 @@ PVLU_CPU_INLINE void forward_row(const scalar_t* x, scalar_t* y, int64_t n, cons
 // consecutive channels; lane_far[l] notes far arguments (an OR into an array, not a
 // reduction, so that the loop vectorizes even when unrolled).
 template <int64_t COUNT, bool FAR, typename scalar_t, typename acc_t>
-PVLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t count, const ChannelRow<acc_t> p,
+LSLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t count, const ChannelRow<acc_t> p,
                                    uint32_t (&lane_far)[kLanes]) {
   const int64_t n = COUNT > 0 ? COUNT : count;
   for (int64_t l = 0; l < n; ++l) {
@@ -182,7 +164,7 @@ PVLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t count
 
 // y of `rows` rows of `channels` elements, one per channel (inner == 1).
 template <bool FAR, typename scalar_t, typename acc_t>
-PVLU_CPU_INLINE void forward_rows(const scalar_t* x, scalar_t* y, int64_t rows, int64_t channels, const acc_t* alpha,
+LSLU_CPU_INLINE void forward_rows(const scalar_t* x, scalar_t* y, int64_t rows, int64_t channels, const acc_t* alpha,
                                   const acc_t* beta, uint32_t (&lane_far)[kLanes]) {
   const int64_t full = channels / kLanes * kLanes;
   for (int64_t o = 0; o < rows; ++o) {
@@ -204,7 +186,7 @@ PVLU_CPU_INLINE void forward_rows(const scalar_t* x, scalar_t* y, int64_t rows, 
 // OR into an array, not a reduction, so that the loop still vectorizes); the caller
 // redoes the work with FAR = true if any is noted: std::sin/std::cos for far arguments.
 template <int64_t COUNT, bool FAR, typename scalar_t, typename Params, typename acc_t>
-PVLU_CPU_INLINE void backward_lanes(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t count,
+LSLU_CPU_INLINE void backward_lanes(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t count,
                                     const Params p, acc_t (&lane_dalpha)[kLanes], acc_t (&lane_dbeta)[kLanes],
                                     uint32_t (&lane_far)[kLanes]) {
   const int64_t n = COUNT > 0 ? COUNT : count;
@@ -227,7 +209,7 @@ PVLU_CPU_INLINE void backward_lanes(const scalar_t* x, const scalar_t* g, scalar
 // Backward over `n` consecutive elements of one channel; adds that channel's
 // parameter gradient sums to *dalpha_sum / *dbeta_sum: per lane, then the lanes in order.
 template <bool FAR, typename scalar_t, typename acc_t>
-PVLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
+LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
                                   const OneChannel<acc_t> p, acc_t* dalpha_sum, acc_t* dbeta_sum,
                                   uint32_t (&lane_far)[kLanes]) {
   acc_t lane_dalpha[kLanes] = {}, lane_dbeta[kLanes] = {};
@@ -251,7 +233,7 @@ PVLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t
 // tile of kLanes channels go through a local lane array (which the compiler knows
 // aliases none of the tensors).
 template <bool FAR, typename scalar_t, typename acc_t>
-PVLU_CPU_INLINE void backward_rows(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t rows, int64_t channels,
+LSLU_CPU_INLINE void backward_rows(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t rows, int64_t channels,
                                    const acc_t* alpha, const acc_t* beta, acc_t* dalpha_sum, acc_t* dbeta_sum,
                                    uint32_t (&lane_far)[kLanes]) {
   const int64_t full = channels / kLanes * kLanes;
@@ -297,7 +279,7 @@ inline void range_of(int64_t p, int64_t parts, int64_t n, int64_t& begin, int64_
 
 // Forward of work items [first, last).
 template <typename scalar_t>
-PVLU_CPU_CLONES void forward_items(const PvluArgs& a, int64_t first, int64_t last) {
+LSLU_CPU_INLINE void forward_items(const PvluArgs& a, int64_t first, int64_t last) {
   using acc_t = acc_type<scalar_t>;
   const auto* x = static_cast<const scalar_t*>(a.x);
   auto* y = static_cast<scalar_t*>(a.y);
@@ -327,7 +309,7 @@ PVLU_CPU_CLONES void forward_items(const PvluArgs& a, int64_t first, int64_t las
 // Backward of work items [first, last): grad_input of their elements, and their
 // parameter gradient sums added to dalpha_sum[c] / dbeta_sum[c].
 template <bool FAR, typename scalar_t>
-PVLU_CPU_INLINE void backward_items(const PvluArgs& a, int64_t first, int64_t last, acc_type<scalar_t>* dalpha_sum,
+LSLU_CPU_INLINE void backward_items(const PvluArgs& a, int64_t first, int64_t last, acc_type<scalar_t>* dalpha_sum,
                                     acc_type<scalar_t>* dbeta_sum, uint32_t (&lane_far)[kLanes]) {
   using acc_t = acc_type<scalar_t>;
   const auto* x = static_cast<const scalar_t*>(a.x);
@@ -359,7 +341,7 @@ PVLU_CPU_INLINE void backward_items(const PvluArgs& a, int64_t first, int64_t la
 // zeroed sums, with std::sin/std::cos for those arguments. Either way the result
 // depends only on the data.
 template <typename scalar_t>
-PVLU_CPU_CLONES void backward_part(const PvluArgs& a, int64_t part) {
+LSLU_CPU_INLINE void backward_part(const PvluArgs& a, int64_t part) {
   using acc_t = acc_type<scalar_t>;
   acc_t* dalpha_sum = static_cast<acc_t*>(a.dalpha_partial) + part * a.channels;
   acc_t* dbeta_sum = static_cast<acc_t*>(a.dbeta_partial) + part * a.channels;
@@ -378,24 +360,38 @@ PVLU_CPU_CLONES void backward_part(const PvluArgs& a, int64_t part) {
   }
 }
 
+// The work functions, compiled once per instruction-set level (isa.h).
+template <typename scalar_t>
+struct ForwardItems {
+  static LSLU_CPU_INLINE void run(const PvluArgs& a, int64_t first, int64_t last) {
+    forward_items<scalar_t>(a, first, last);
+  }
+};
+template <typename scalar_t>
+struct BackwardPart {
+  static LSLU_CPU_INLINE void run(const PvluArgs& a, int64_t part) { backward_part<scalar_t>(a, part); }
+};
+
 template <typename scalar_t>
 void forward(const PvluArgs& a, int threads) {
   // One contiguous range of items per thread (forward sums nothing: any split gives the same y).
   const int64_t items = work_items(a.outer, a.channels, a.inner);
   const int64_t pieces = std::max<int64_t>(1, std::min<int64_t>(items, threads));
+  const CpuIsa isa = cpu_isa();
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t piece = 0; piece < pieces; ++piece) {
     int64_t first, last;
     range_of(piece, pieces, items, first, last);
-    forward_items<scalar_t>(a, first, last);
+    run_at_level<ForwardItems<scalar_t>>(isa, a, first, last);
   }
 }
 
 template <typename scalar_t>
 void backward(const PvluArgs& a, int threads) {
   // Every part zeroes and fills its own row of the partial buffers.
+  const CpuIsa isa = cpu_isa();
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t part = 0; part < a.partials; ++part) backward_part<scalar_t>(a, part);
+  for (int64_t part = 0; part < a.partials; ++part) run_at_level<BackwardPart<scalar_t>>(isa, a, part);
 }
 
 struct Forward {

@@ -1,4 +1,6 @@
-// PWLU on CPU tensors: the per-element math of pwlu.h in loops spread over OpenMP threads.
+// PWLU on CPU tensors: the per-element math of pwlu.h in loops spread over OpenMP threads;
+// the work functions are compiled once per instruction-set level and run at the chosen one
+// (isa.h).
 //
 // Backward is cut into units that depend only on the sizes (never on the thread count):
 // - inner > 1 (NCHW): a unit is one channel and one of `partials` equal ranges of that
@@ -17,12 +19,14 @@
 // The four scalar parameter gradients are compensated (Kahan) sums (see kahan_add; this
 // relies on the default floating-point semantics: no -ffast-math).
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "../launch.h"
 #include "../pwlu.h"
+#include "isa.h"
 
 namespace lslu_kernels {
 namespace {
@@ -86,14 +90,14 @@ struct ChannelArrays {
     }
   }
 
-  PwluChannel<acc_t> operator[](int64_t c) const {
+  LSLU_CPU_INLINE PwluChannel<acc_t> operator[](int64_t c) const {
     return PwluChannel<acc_t>{left_bound[c], right_bound[c], left_slope[c], right_slope[c],
                               width[c],      first[c],       last[c]};
   }
 };
 
 template <typename acc_t>
-PwluChannel<acc_t> channel_params(const PwluArgs& a, int64_t c) {
+LSLU_CPU_INLINE PwluChannel<acc_t> channel_params(const PwluArgs& a, int64_t c) {
   return pwlu_channel(static_cast<const acc_t*>(a.left_bound)[c], static_cast<const acc_t*>(a.right_bound)[c],
                       static_cast<const acc_t*>(a.left_slope)[c], static_cast<const acc_t*>(a.right_slope)[c],
                       static_cast<const acc_t*>(a.points) + c * (a.intervals + 1), a.intervals);
@@ -105,8 +109,8 @@ PwluChannel<acc_t> channel_params(const PwluArgs& a, int64_t c) {
 // remainder loops; x is read twice rather than copied, which the compiler would turn into
 // a memcpy call).
 template <bool FULL, typename acc_t, typename scalar_t, typename ChannelOf, typename RowOf>
-inline void forward_lanes(const scalar_t* x, scalar_t* y, int64_t lanes, ChannelOf channel_of, RowOf row_of,
-                          int intervals) {
+LSLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t lanes, ChannelOf channel_of, RowOf row_of,
+                                   int intervals) {
   const int64_t n = FULL ? kLanes : lanes;
   acc_t u[kLanes], lower[kLanes], upper[kLanes];
   int idx[kLanes];
@@ -127,8 +131,8 @@ inline void forward_lanes(const scalar_t* x, scalar_t* y, int64_t lanes, Channel
 }
 
 template <typename acc_t, typename scalar_t, typename ChannelOf, typename RowOf>
-inline void forward_block(const scalar_t* x, scalar_t* y, int64_t lanes, ChannelOf channel_of, RowOf row_of,
-                          int intervals) {
+LSLU_CPU_INLINE void forward_block(const scalar_t* x, scalar_t* y, int64_t lanes, ChannelOf channel_of, RowOf row_of,
+                                   int intervals) {
   if (lanes == kLanes) {
     forward_lanes<true, acc_t>(x, y, lanes, channel_of, row_of, intervals);
   } else {
@@ -136,8 +140,11 @@ inline void forward_block(const scalar_t* x, scalar_t* y, int64_t lanes, Channel
   }
 }
 
+// Forward of work items [first, last): (row, chunk of the row) for inner > 1, rows for
+// inner == 1 (whose channels' parameters come in `params`).
 template <typename scalar_t>
-void forward(const PwluArgs& a, int threads) {
+LSLU_CPU_INLINE void forward_items(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>* params, int64_t first,
+                                   int64_t last) {
   using acc_t = acc_type<scalar_t>;
   const auto* x = static_cast<const scalar_t*>(a.x);
   auto* y = static_cast<scalar_t*>(a.y);
@@ -145,11 +152,9 @@ void forward(const PwluArgs& a, int threads) {
   const int64_t C = a.channels;
   const int N = a.intervals;
   if (a.inner > 1) {
-    // Items are (row, chunk of the row); row = o * C + c has one channel.
+    // row = o * C + c has one channel.
     const int64_t chunks = ceil_div(a.inner, kChunk);
-    const int64_t items = a.outer * C * chunks;
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t item = 0; item < items; ++item) {
+    for (int64_t item = first; item < last; ++item) {
       const int64_t row = item / chunks, c = row % C;
       const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
       const PwluChannel<acc_t> p = channel_params<acc_t>(a, c);
@@ -163,11 +168,9 @@ void forward(const PwluArgs& a, int threads) {
     }
   } else {
     // inner == 1: rows of C elements, one per channel.
-    const ChannelArrays<acc_t> params(a);
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t o = 0; o < a.outer; ++o) {
+    for (int64_t o = first; o < last; ++o) {
       for (int64_t c = 0; c < C; c += kLanes) {
-        const auto channel_of = [&](int64_t l) { return params[c + l]; };
+        const auto channel_of = [&](int64_t l) { return (*params)[c + l]; };
         const auto row_of = [&](int64_t l) { return points + (c + l) * (N + 1); };
         forward_block<acc_t>(x + o * C + c, y + o * C + c, std::min(kLanes, C - c), channel_of, row_of, N);
       }
@@ -180,7 +183,7 @@ void forward(const PwluArgs& a, int threads) {
 // so that plain float32 sums would lose digits of the (small) result to their (large)
 // running partial sums; compensated, the error stays near one rounding of the result.
 template <typename acc_t>
-inline void kahan_add(acc_t& sum, acc_t& comp, acc_t v) {
+LSLU_CPU_INLINE void kahan_add(acc_t& sum, acc_t& comp, acc_t v) {
   const acc_t y = v - comp;
   const acc_t t = sum + y;
   comp = (t - sum) - y;
@@ -191,9 +194,10 @@ inline void kahan_add(acc_t& sum, acc_t& comp, acc_t v) {
 // adds element l's four scalar contributions to the compensated sums (sums, comps)[k *
 // sums_stride + l] and returns its points contributions in bin, lower, upper.
 template <bool FULL, typename scalar_t, typename acc_t, typename ChannelOf, typename RowOf>
-inline void backward_lanes(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t lanes, ChannelOf channel_of,
-                           RowOf row_of, int intervals, acc_t inv_intervals, acc_t* sums, acc_t* comps,
-                           int64_t sums_stride, int (&bin)[kLanes], acc_t (&lower)[kLanes], acc_t (&upper)[kLanes]) {
+LSLU_CPU_INLINE void backward_lanes(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t lanes,
+                                    ChannelOf channel_of, RowOf row_of, int intervals, acc_t inv_intervals, acc_t* sums,
+                                    acc_t* comps, int64_t sums_stride, int (&bin)[kLanes], acc_t (&lower)[kLanes],
+                                    acc_t (&upper)[kLanes]) {
   const int64_t n = FULL ? kLanes : lanes;
   acc_t u[kLanes], point_lower[kLanes], point_upper[kLanes];
   int idx[kLanes];
@@ -227,9 +231,10 @@ inline void backward_lanes(const scalar_t* x, const scalar_t* g, scalar_t* dx, i
 }
 
 template <typename scalar_t, typename acc_t, typename ChannelOf, typename RowOf>
-inline void backward_block(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t lanes, ChannelOf channel_of,
-                           RowOf row_of, int intervals, acc_t inv_intervals, acc_t* sums, acc_t* comps,
-                           int64_t sums_stride, int (&bin)[kLanes], acc_t (&lower)[kLanes], acc_t (&upper)[kLanes]) {
+LSLU_CPU_INLINE void backward_block(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t lanes,
+                                    ChannelOf channel_of, RowOf row_of, int intervals, acc_t inv_intervals, acc_t* sums,
+                                    acc_t* comps, int64_t sums_stride, int (&bin)[kLanes], acc_t (&lower)[kLanes],
+                                    acc_t (&upper)[kLanes]) {
   if (lanes == kLanes) {
     backward_lanes<true>(x, g, dx, lanes, channel_of, row_of, intervals, inv_intervals, sums, comps, sums_stride, bin,
                          lower, upper);
@@ -250,7 +255,7 @@ struct LaneSums {
   acc_t bins[kLanes][kBins];
   acc_t scalars[4][kLanes], comps[4][kLanes];
 
-  explicit LaneSums(int intervals) : bins_used(intervals + 1), lanes(0) {
+  LSLU_CPU_INLINE explicit LaneSums(int intervals) : bins_used(intervals + 1), lanes(0) {
     for (int k = 0; k < 4; ++k) {
       std::fill(scalars[k], scalars[k] + kLanes, acc_t(0));
       std::fill(comps[k], comps[k] + kLanes, acc_t(0));
@@ -258,11 +263,11 @@ struct LaneSums {
   }
 
   // Makes lanes [0, n) ready for use.
-  void use(int64_t n) {
+  LSLU_CPU_INLINE void use(int64_t n) {
     for (; lanes < std::min(n, kLanes); ++lanes) std::fill(bins[lanes], bins[lanes] + bins_used, acc_t(0));
   }
 
-  void flush(acc_t* total_bins) {
+  LSLU_CPU_INLINE void flush(acc_t* total_bins) {
     for (int b = 0; b < bins_used; ++b) {
       acc_t sum = 0;
       for (int64_t l = 0; l < lanes; ++l) sum += bins[l][b];
@@ -272,7 +277,7 @@ struct LaneSums {
   }
 
   // Scalar parameter k's sum over the lanes (compensated, in lane order).
-  acc_t scalar_total(int k) const {
+  LSLU_CPU_INLINE acc_t scalar_total(int k) const {
     acc_t sum = 0, comp = 0;
     for (int64_t l = 0; l < kLanes; ++l) kahan_add(sum, comp, scalars[k][l] - comps[k][l]);
     return sum - comp;
@@ -281,8 +286,9 @@ struct LaneSums {
 
 // Backward over n consecutive elements of one channel.
 template <typename scalar_t, typename acc_t>
-void backward_segment(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n, const PwluChannel<acc_t>& p,
-                      const acc_t* table, int intervals, acc_t inv_intervals, LaneSums<acc_t>& sums) {
+LSLU_CPU_INLINE void backward_segment(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
+                                      const PwluChannel<acc_t>& p, const acc_t* table, int intervals,
+                                      acc_t inv_intervals, LaneSums<acc_t>& sums) {
   const auto channel_of = [p](int64_t) { return p; };  // by value: loads from p would stop if-conversion
   const auto row_of = [&](int64_t) { return table; };
   sums.use(n);
@@ -302,7 +308,7 @@ void backward_segment(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_
 // Backward unit of the inner > 1 layout: channel c, elements [begin, end) of the
 // channel's (o, i) elements in memory order.
 template <typename scalar_t>
-void backward_channel_unit(const PwluArgs& a, int64_t c, int64_t part, int64_t begin, int64_t end) {
+LSLU_CPU_INLINE void backward_channel_unit(const PwluArgs& a, int64_t c, int64_t part, int64_t begin, int64_t end) {
   using acc_t = acc_type<scalar_t>;
   const int N = a.intervals;
   const int64_t C = a.channels, inner = a.inner;
@@ -335,8 +341,8 @@ void backward_channel_unit(const PwluArgs& a, int64_t c, int64_t part, int64_t b
 // Backward unit of the inner == 1 layout: channels [c0, c0 + width) of rows [first, last).
 // Consecutive elements belong to different channels, so each channel keeps one set of bins.
 template <typename scalar_t>
-void backward_rows_unit(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>& params, int64_t c0,
-                        int64_t width, int64_t part, int64_t first, int64_t last) {
+LSLU_CPU_INLINE void backward_rows_unit(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>& params, int64_t c0,
+                                        int64_t width, int64_t part, int64_t first, int64_t last) {
   using acc_t = acc_type<scalar_t>;
   const int N = a.intervals;
   const int64_t C = a.channels;
@@ -377,32 +383,67 @@ void backward_rows_unit(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t
   }
 }
 
+// Backward unit `unit` of `units` (see the top of the file); `params` for inner == 1.
+template <typename scalar_t>
+LSLU_CPU_INLINE void backward_unit(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>* params, int64_t unit) {
+  const int64_t parts = a.partials;
+  if (a.inner > 1) {
+    const int64_t c = unit / parts, part = unit % parts;
+    int64_t begin, end;
+    range_of(part, parts, a.outer * a.inner, begin, end);
+    backward_channel_unit<scalar_t>(a, c, part, begin, end);
+  } else {
+    const int64_t tile = unit / parts, part = unit % parts;
+    const int64_t c0 = tile * kTileChannels;
+    int64_t first, last;
+    range_of(part, parts, a.outer, first, last);
+    backward_rows_unit<scalar_t>(a, *params, c0, std::min(kTileChannels, a.channels - c0), part, first, last);
+  }
+}
+
+// The work functions, compiled once per instruction-set level (isa.h).
+template <typename scalar_t>
+struct ForwardItems {
+  static LSLU_CPU_INLINE void run(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>* params,
+                                  int64_t first, int64_t last) {
+    forward_items<scalar_t>(a, params, first, last);
+  }
+};
+template <typename scalar_t>
+struct BackwardUnit {
+  static LSLU_CPU_INLINE void run(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>* params,
+                                  int64_t unit) {
+    backward_unit<scalar_t>(a, params, unit);
+  }
+};
+
+template <typename scalar_t>
+void forward(const PwluArgs& a, int threads) {
+  using acc_t = acc_type<scalar_t>;
+  // Items: (row, chunk of the row) for inner > 1, rows for inner == 1; one contiguous range
+  // of them per thread (forward sums nothing: any split gives the same y).
+  const int64_t items = a.inner > 1 ? a.outer * a.channels * ceil_div(a.inner, kChunk) : a.outer;
+  const int64_t pieces = std::max<int64_t>(1, std::min<int64_t>(items, threads));
+  std::unique_ptr<ChannelArrays<acc_t>> params;
+  if (a.inner == 1) params = std::make_unique<ChannelArrays<acc_t>>(a);
+  const CpuIsa isa = cpu_isa();
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t piece = 0; piece < pieces; ++piece) {
+    int64_t first, last;
+    range_of(piece, pieces, items, first, last);
+    run_at_level<ForwardItems<scalar_t>>(isa, a, params.get(), first, last);
+  }
+}
+
 template <typename scalar_t>
 void backward(const PwluArgs& a, int threads) {
   using acc_t = acc_type<scalar_t>;
-  const int64_t C = a.channels;
-  const int64_t parts = a.partials;
-  const int64_t units = backward_columns(C, a.inner) * parts;
-  if (a.inner > 1) {
-    const int64_t per_channel = a.outer * a.inner;
+  const int64_t units = backward_columns(a.channels, a.inner) * a.partials;
+  std::unique_ptr<ChannelArrays<acc_t>> params;
+  if (a.inner == 1) params = std::make_unique<ChannelArrays<acc_t>>(a);
+  const CpuIsa isa = cpu_isa();
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t unit = 0; unit < units; ++unit) {
-      const int64_t c = unit / parts, part = unit % parts;
-      int64_t begin, end;
-      range_of(part, parts, per_channel, begin, end);
-      backward_channel_unit<scalar_t>(a, c, part, begin, end);
-    }
-  } else {
-    const ChannelArrays<acc_t> params(a);
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t unit = 0; unit < units; ++unit) {
-      const int64_t tile = unit / parts, part = unit % parts;
-      const int64_t c0 = tile * kTileChannels;
-      int64_t first, last;
-      range_of(part, parts, a.outer, first, last);
-      backward_rows_unit<scalar_t>(a, params, c0, std::min(kTileChannels, C - c0), part, first, last);
-    }
-  }
+  for (int64_t unit = 0; unit < units; ++unit) run_at_level<BackwardUnit<scalar_t>>(isa, a, params.get(), unit);
 }
 
 bool empty(const PwluArgs& a) { return a.outer <= 0 || a.channels <= 0 || a.inner <= 0; }
