@@ -152,9 +152,14 @@ def target_lines(path: pathlib.Path, rows: list[dict], history: list[dict] = ())
     return lines
 
 
+def _shown(path: pathlib.Path) -> pathlib.Path:
+    """``path`` relative to the repository when inside it (results elsewhere: a dry run's)."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def device_section(path: pathlib.Path) -> list[str]:
     rows = load_latest(path)
-    lines = [f"### {rows[0]['device']}", "", f"`{path.relative_to(ROOT)}`, the latest row of each case, from:", ""]
+    lines = [f"### {rows[0]['device']}", "", f"`{_shown(path)}`, the latest row of each case, from:", ""]
     runs = {}  # one line per run (timestamp) that contributed rows
     for r in rows:
         runs.setdefault(r["timestamp"], [r, 0])[1] += 1
@@ -165,7 +170,7 @@ def device_section(path: pathlib.Path) -> list[str]:
     lines.append("")
     plots = sorted((path.parent / "plots").glob(path.stem + "-*.png"))
     if plots:
-        lines += [" ".join(f"![{p.stem}]({p.relative_to(ROOT)})" for p in plots), ""]
+        lines += [" ".join(f"![{p.stem}]({_shown(p)})" for p in plots), ""]
     with path.open(newline="") as f:
         history = list(csv.DictReader(f))
     targets = target_lines(path, rows, history)
@@ -200,8 +205,12 @@ def readme_section(readme: str) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help=f"replace the section in {README.name}")
+    parser.add_argument("--results-dir", type=pathlib.Path, default=RESULTS_DIR,
+                        help="results CSVs (and plots/) to report on; --write takes the committed ones only")
     args = parser.parse_args(argv)
-    text = section()
+    if args.write and args.results_dir.resolve() != RESULTS_DIR:
+        parser.error("--write replaces the README's section with the committed results only")
+    text = section(args.results_dir)
     if args.write:
         README.write_text(replace_section(README.read_text(), text))
         print(f"wrote the results section of {README}")

@@ -371,6 +371,8 @@ def main(argv=None):
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None, help="only these dtypes")
     parser.add_argument("--layouts", nargs="+", choices=["nchw", "channels_last", "blc"], default=None,
                         help="only these layouts")
+    parser.add_argument("--shapes", nargs="+", default=None, metavar="AxBx...",
+                        help="only cases of these shapes, written as in the CSV (e.g. 64x256x56x56)")
     parser.add_argument("--min-time", type=float, default=None, help="seconds to time each measurement")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="CSV to append to (default: per device)")
     parser.add_argument("--no-save", action="store_true", help="print the table only")
@@ -394,10 +396,11 @@ def main(argv=None):
     chosen = [c for c in cases(device, args.quick)
               if (args.ops is None or c.op.label.split()[0] in args.ops)
               and (args.dtypes is None or c.dtype in args.dtypes)
-              and (args.layouts is None or c.layout in args.layouts)]
+              and (args.layouts is None or c.layout in args.layouts)
+              and (args.shapes is None or "x".join(map(str, c.shape)) in args.shapes)]
     work = [(c, p.name, m) for c in chosen for p in providers(device, c.op) for m in (*MODES, "memory")]
     if not chosen:
-        raise SystemExit(f"no case on {device.type} matches --ops/--dtypes/--layouts")
+        raise SystemExit(f"no case on {device.type} matches --ops/--dtypes/--layouts/--shapes")
     rows, case_rows = [], []
     baseline_rows = {}  # torch.relu and F.prelu do not depend on the op: measured once per shape
     timed_case = None

@@ -1,0 +1,117 @@
+"""The prepared GPU check (benchmarks/gpu_check.py): its runner, and its dry run on the CPU within its budget."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# What a GPU session must find in the summary (the issue's list), whatever else the plan holds.
+REQUIRED_STEPS = {"build", "backends", "graph_cuda", "graph_triton", "stream", "second_device", "determinism",
+                  "families_float32", "families_float64", "families_float16", "families_bfloat16",
+                  "memcheck_cuda", "memcheck_triton", "initcheck_cuda", "initcheck_triton", "racecheck_cuda",
+                  "racecheck_triton", "pytest", "bench", "plot", "report"}
+# Steps a CPU can run: a dry run must pass them (the others are skipped, saying why).
+CPU_STEPS = {"info", "backends", "determinism", "families_float32", "families_float64", "families_float16",
+             "families_bfloat16", "pytest", "bench", "plot", "report"}
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu_check")
+    results = ROOT / "benchmarks" / "results"
+    committed = {p: p.stat().st_mtime for p in results.rglob("*") if p.is_file()}
+    readme_mtime = (ROOT / "README.md").stat().st_mtime
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--out", str(out), "--dry-run"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    seconds = time.monotonic() - start
+    after = {p: p.stat().st_mtime for p in results.rglob("*") if p.is_file()}
+    touched = sorted(str(p) for p in after if committed.get(p) != after[p])
+    touched += ["README.md"] if (ROOT / "README.md").stat().st_mtime != readme_mtime else []
+    return proc, out, seconds, touched
+
+
+def test_dry_run_passes_every_cpu_step_within_two_minutes(dry_run):
+    proc, out, seconds, touched = dry_run
+    summary = json.loads((out / "summary.json").read_text())
+    status = {s["name"]: s for s in summary["steps"]}
+    assert proc.returncode == 0 and summary["passed"], \
+        f"dry run failed: {summary['failed']}\n{(out / 'summary.md').read_text()}\n{proc.stdout[-3000:]}"
+    for name in CPU_STEPS:
+        assert status[name]["status"] == "pass", f"{name}: {status[name]}"
+    for name, step in status.items():
+        if name not in CPU_STEPS:
+            assert step["status"] == "skipped" and step["reason"], f"{name} should be skipped with a reason: {step}"
+    assert summary["budget_s"] <= 120 and summary["elapsed_s"] <= summary["budget_s"], \
+        f"{summary['elapsed_s']} s of a {summary['budget_s']} s budget"
+    assert seconds < 130, f"the dry run took {seconds:.0f} s"
+    assert not touched, f"a dry run must leave the committed results and README alone: {touched}"
+
+
+def test_summary_lists_every_planned_step_with_a_log(dry_run):
+    _, out, _, _ = dry_run
+    gpu_check = _load()
+    summary = json.loads((out / "summary.json").read_text())
+    recorded = [s["name"] for s in summary["steps"]]
+    args = gpu_check.argparse.Namespace(out=str(out), dry_run=True, no_build=False, steps=None)
+    planned = ["info"] + [s.name for s in gpu_check.plan(args, json.loads((out / "info.json").read_text()))]
+    assert sorted(recorded) == sorted(planned), f"recorded {recorded}, planned {planned}"
+    assert REQUIRED_STEPS <= set(planned), f"missing from the plan: {sorted(REQUIRED_STEPS - set(planned))}"
+    table = (out / "summary.md").read_text()
+    for step in summary["steps"]:
+        assert f"| {step['name']} | {step['status']} |" in table, f"{step['name']} not in summary.md"
+        if step["status"] != "skipped":
+            assert (out / step["log"]).read_text().startswith("$ "), f"{step['name']}: no log"
+    for key in ("device", "torch", "triton", "commit"):
+        assert summary[key], f"summary lacks {key}"
+    rows = (out / "bench" / "cpu-dry-run.csv").read_text().splitlines()
+    assert len(rows) > 1 and rows[0].startswith("op,provider,mode"), "the dry run's benchmark CSV"
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["cpu-dry-run-bandwidth.png", "cpu-dry-run-speedup.png"]
+
+
+def _step(gpu_check, name, code, timeout):
+    return gpu_check.Step(name, [sys.executable, "-c", code], timeout, "test")
+
+
+def test_runner_stops_a_hung_step_and_goes_on(tmp_path):
+    """A step past its timeout is interrupted and marked timeout; a crash is a failure; exit status 77 a skip;
+    the steps of one group run at the same time."""
+    gpu_check = _load()
+    check = gpu_check.Check(gpu_check.argparse.Namespace(out=str(tmp_path), dry_run=True, budget=100.0))
+    start = time.monotonic()
+    check.run_group([_step(gpu_check, "hang", "import time; time.sleep(120)", 2),
+                     _step(gpu_check, "crash", "raise SystemExit('broken')", 30),
+                     _step(gpu_check, "skip", "print('SKIP: no such device'); raise SystemExit(77)", 30),
+                     _step(gpu_check, "fine", "import time; time.sleep(1); print('all good')", 30)], reserve=0)
+    seconds = time.monotonic() - start
+    got = {r.name: (r.status, r.reason) for r in check.results}
+    assert got["hang"][0] == "timeout", got["hang"]
+    assert got["crash"] == ("fail", "exit status 1: broken"), got["crash"]
+    assert got["skip"] == ("skipped", "no such device"), got["skip"]
+    assert got["fine"] == ("pass", "all good"), got["fine"]
+    assert seconds < 10, f"the group took {seconds:.1f} s: the hung step was not stopped at its 2 s timeout"
+    assert set(json.loads((tmp_path / "summary.json").read_text())["failed"]) == {"hang", "crash"}
+
+
+def test_steps_get_no_more_than_the_budget_leaves(tmp_path):
+    """A step's timeout is cut to what is left of the budget; once it is spent, later steps are skipped."""
+    gpu_check = _load()
+    check = gpu_check.Check(gpu_check.argparse.Namespace(out=str(tmp_path), dry_run=True, budget=7.0))
+    check.run_group([_step(gpu_check, "long", "import time; time.sleep(60)", 60)], reserve=0)
+    check.run_group([_step(gpu_check, "late", "print('never')", 60)], reserve=0)
+    got = {r.name: r for r in check.results}
+    assert got["long"].status == "timeout" and got["long"].timeout <= 7, got["long"]
+    assert got["late"].status == "skipped" and "budget" in got["late"].reason, got["late"]
+    assert check.elapsed() < 12, f"{check.elapsed():.1f} s for a 7 s budget"
