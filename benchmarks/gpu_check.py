@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_check.py --out DIR              # on an H100/H200, offline
     python benchmarks/gpu_check.py --out DIR --dry-run    # the same orchestration on a CPU, in under 2 minutes
-    python benchmarks/gpu_check.py --out DIR --no-build --steps pytest bench plot report   # some steps again
+    python benchmarks/gpu_check.py --out DIR --steps build bench plot report   # some steps (the others: skipped)
+    python benchmarks/gpu_check.py --out DIR --list       # the steps and their commands, run none
 
 Each step is one command in a process of its own, with its own timeout, its
 output in ``DIR/<step>.log``; a hang or a crash costs that step and no more.
@@ -42,6 +43,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -94,13 +96,14 @@ def plan(args, info: dict) -> list[Step]:
         Step("backends", [*driver, "backends", "--expect", *kernels, "reference"], 30,
              "lk.available_backends() lists the kernel backends (cuda and triton on a GPU)"),
     ]
-    # Graph capture must be the kernels' first use: a Triton cache of its own, empty, so that the
-    # Triton kernels compile inside the capture whatever ran before.
+    # Graph capture must be the kernels' first use: a Triton cache of its own, new (outside DIR: it is
+    # not a result), so that the Triton kernels compile inside the capture whatever ran before.
     for backend in ("cuda", "triton"):
         steps.append(Step(f"graph_{backend}", [*driver, "graph", "--backend", backend], 120,
                           f"CUDA-graph capture of forward+backward as the first use of the {backend} kernels in a "
                           "fresh process; replays equal eager calls bitwise", gpu_only=True, group="checks",
-                          env={"TRITON_CACHE_DIR": str(out / f"triton-cache-graph-{backend}")}))
+                          env={"TRITON_CACHE_DIR": str(pathlib.Path(tempfile.gettempdir()) /
+                                                       f"lslu-gpu-check-{os.getpid()}-triton-cache-{backend}")}))
     steps += [
         Step("stream", [*driver, "stream", "--backends", *kernels], 120,
              "calls under a side stream run on it and give the default stream's bits", gpu_only=True,
@@ -346,6 +349,7 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="the CPU backends, tiny sizes; no GPU needed")
     parser.add_argument("--no-build", action="store_true", help="skip the pip install (the project is installed)")
     parser.add_argument("--steps", nargs="+", default=None, help="run only these steps (the others: skipped)")
+    parser.add_argument("--list", action="store_true", help="print the steps as they would run here, run none")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds for the whole run (default 470 on a GPU, 115 for --dry-run)")
     args = parser.parse_args(argv)
@@ -366,6 +370,11 @@ def main(argv=None):
     unknown = sorted(set(args.steps or []) - known)
     if unknown:
         parser.error(f"unknown --steps {unknown}; the steps are {[s.name for s in steps]}")
+    if args.list:
+        for step in steps:
+            state = f"skipped: {step.skip}" if step.skip else f"timeout {step.timeout:.0f} s, group {step.group}"
+            check.say(f"{step.name} ({state})\n    {' '.join(step.command)}")
+        return 0
     index = 0
     while index < len(steps):  # one group at a time (a step without a group is a group of its own)
         group = [steps[index]]

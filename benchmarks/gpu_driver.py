@@ -32,6 +32,8 @@ import subprocess
 import sys
 import time
 
+import torch
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SKIP = 77  # the exit status of a check this machine cannot run (as automake's test drivers use it)
 
@@ -56,7 +58,6 @@ def info(args):
     on the GPU machine this runs before the build."""
     import importlib.util
 
-    import torch
     try:
         import triton
         triton_version = triton.__version__
@@ -68,7 +69,7 @@ def info(args):
                  devices=[], cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
                  commit=_git(["rev-parse", "HEAD"]), dirty=bool(_git(["status", "--porcelain",
                                                                      "--untracked-files=no"])),
-                 nvcc=shutil.which("nvcc"), compute_sanitizer=shutil.which("compute-sanitizer"),
+                 nvcc=shutil.which("nvcc"), compute_sanitizer=_compute_sanitizer(),
                  nvidia_smi=_run_text(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
                                        "--format=csv,noheader"]) if shutil.which("nvidia-smi") else None,
                  pytest_xdist=importlib.util.find_spec("xdist") is not None,
@@ -76,7 +77,7 @@ def info(args):
     if facts["nvcc"]:
         facts["nvcc_version"] = _run_text(["nvcc", "--version"])
     if facts["compute_sanitizer"]:
-        facts["compute_sanitizer_version"] = _run_text(["compute-sanitizer", "--version"])
+        facts["compute_sanitizer_version"] = _run_text([facts["compute_sanitizer"], "--version"])
     for index in range(facts["device_count"]):
         props = torch.cuda.get_device_properties(index)
         facts["devices"].append(dict(name=props.name, capability=f"{props.major}.{props.minor}",
@@ -92,6 +93,22 @@ def info(args):
           f"commit {facts['commit'][:12]}")
 
 
+def _compute_sanitizer() -> str | None:
+    """On PATH, else where CUDA toolkits put it (beside nvcc, or under CUDA_HOME)."""
+    found = shutil.which("compute-sanitizer")
+    if found:
+        return found
+    homes = [os.environ.get("CUDA_HOME"), "/usr/local/cuda"]
+    if shutil.which("nvcc"):
+        homes.append(str(pathlib.Path(shutil.which("nvcc")).resolve().parent.parent))
+    for home in filter(None, homes):
+        for candidate in (pathlib.Path(home) / "bin" / "compute-sanitizer",
+                          pathlib.Path(home) / "compute-sanitizer" / "compute-sanitizer"):
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    return None
+
+
 def _git(argv: list[str]) -> str:
     try:
         return subprocess.run(["git", *argv], capture_output=True, text=True, cwd=ROOT, check=True).stdout.strip()
@@ -101,20 +118,21 @@ def _git(argv: list[str]) -> str:
 
 # Everything below imports the project (installed by then) and the tests' helpers.
 def _project():
+    """(lslu_kernels, tests/ops.py, tests/parity.py)."""
     sys.path.insert(0, str(ROOT / "tests"))
     import ops
     import parity
-    import torch
 
-    import lslu_kernels as lk
-    return torch, lk, ops, parity
+    import lslu_kernels
+    return lslu_kernels, ops, parity
 
 
 def backends(args):
-    torch, lk, _, _ = _project()
+    lk, _, _ = _project()
+    from lslu_kernels import _backends
+
     available = lk.available_backends()
     print(f"available backends: {available}")
-    from lslu_kernels import _backends
     for name, backend in _backends.backends().items():
         print(f"  {name}: {'available' if backend.available else 'missing: ' + str(backend.missing)}")
     missing = [b for b in args.expect if b not in available]
@@ -149,36 +167,64 @@ def layouts(size: str) -> list[Layout]:
     return [Layout("channel", (32, 64, 64, 64), 1), Layout("rows", (16, 512, 1024), -1)]
 
 
-def misaligned(t):
-    """``t``'s values in a dense tensor of its shape that starts one element into its storage:
-    packable sizes at an address no 16-byte load may use (the kernels' scalar fallback)."""
-    import torch
-    storage = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
-    view = storage[1:].view(t.shape)
-    view.copy_(t)
-    assert view.data_ptr() % 16 != 0
-    return view
+@dataclasses.dataclass
+class Case:
+    label: str
+    op: object  # tests/ops.py OpCase
+    x: torch.Tensor
+    params: list[torch.Tensor]
+    grad_output: torch.Tensor
+    channel_dim: int
+
+    def forward_backward(self, backend: str) -> list[torch.Tensor]:
+        """[y, grad_input, *param grads] of fresh leaves (tests/parity.py)."""
+        import parity
+        y, grads = parity.forward_backward(self.op.fn, self.x, self.params, self.grad_output,
+                                           channel_dim=self.channel_dim, backend=backend)
+        return [y, *grads]
 
 
-def _param_dtype(torch, dtype):
-    # Half-type activations come with float32 parameters (mixed precision), as in the tests.
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+def make_cases(ops, device: torch.device, size: str, dtypes) -> list[Case]:
+    """Every op (its VARIANTS entry) in every layout of ``size`` and dtype, made on ``device``."""
+    out = []
+    for dtype_name in dtypes:
+        dtype = getattr(torch, dtype_name)
+        # Half-type activations come with float32 parameters (mixed precision), as in the tests.
+        param_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+        for op in ops.OPS:
+            for layout in layouts(size):
+                params = op.make_params(layout.shape[layout.channel_dim], VARIANTS[op.name], dtype=param_dtype,
+                                        device=device)
+                x = op.make_x(layout.shape, params, layout.channel_dim).to(device, dtype)
+                grad_output = torch.randn(layout.shape, device=device, dtype=dtype)
+                out.append(Case(f"{op.name} {layout.name} {dtype_name}", op, x, params, grad_output,
+                                layout.channel_dim))
+    return out
 
 
-def _device_of(lk, backend: str, index: int = 0):
-    import torch
-
+def device_of(backend: str, index: int = 0) -> torch.device:
+    """The device whose tensors ``backend`` computes on here (as tests/conftest.py's backend_device)."""
     from lslu_kernels import _backends
     serves = _backends.backends()[backend].serves
     return torch.device("cuda", index) if serves and "cuda" in serves else torch.device("cpu")
+
+
+def misaligned(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s values in a dense tensor of its shape that starts one element into its storage:
+    packable sizes at an address no 16-byte access may use (the kernels' scalar fallback)."""
+    storage = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    view = storage[1:].view(t.shape)
+    view.copy_(t)
+    return view
 
 
 @contextlib.contextmanager
 def forced_int64(enabled: bool):
     """Every backend's int64 indexing on small tensors: triton's INT64_THRESHOLD = 0 and the C++
     backends' FORCE_INT64 switch. Yields whether the C++ switch exists in this build."""
-    from lslu_kernels import cpp_kernels
     from lslu_kernels.triton_kernels import common
+
+    from lslu_kernels import cpp_kernels
     has_cpp_switch = hasattr(cpp_kernels, "FORCE_INT64")
     saved = common.INT64_THRESHOLD, getattr(cpp_kernels, "FORCE_INT64", None)
     if enabled:
@@ -218,101 +264,82 @@ class Tally:
             sys.exit(1)
 
 
-def check_case(torch, parity, op, x, params, channel_dim, backend, label, path):
-    """Forward and backward of ``op`` against the float64 reference (SPEC.md section 3 tolerances).
+def check_path(parity, case: Case, backend: str, path: str):
+    """Forward and backward of ``case`` against the float64 reference (SPEC.md section 3 tolerances),
+    with x and grad_output aligned ("packed") or one element into their storage ("scalar").
 
     Like ``parity.check_parity``, but x and grad_output enter as they are: that helper clones its
     inputs, and a clone starts at a fresh, aligned address (the scalar path would not be reached).
     """
-    grad_output = torch.randn(x.shape, dtype=torch.float64).to(x.device, x.dtype)
-    x_in, g_in = (x, grad_output) if path == "packed" else (misaligned(x), misaligned(grad_output))
+    op, x, params, g = case.op, case.x, case.params, case.grad_output
+    x_in, g_in = (x, g) if path == "packed" else (misaligned(x), misaligned(g))
     leaves = [x_in.detach().requires_grad_(), *(p.detach().clone().requires_grad_() for p in params)]
-    assert (leaves[0].data_ptr() % 16 == 0) == (path == "packed"), f"{label}: x at {leaves[0].data_ptr():#x}"
-    y = op.fn(*leaves, channel_dim=channel_dim, backend=backend)
+    if (leaves[0].data_ptr() % 16 == 0) != (path == "packed"):
+        raise AssertionError(f"x at {leaves[0].data_ptr():#x} for the {path} path")
+    y = op.fn(*leaves, channel_dim=case.channel_dim, backend=backend)
     y.backward(g_in)
-    y_ref, grads_ref = parity.reference_float64(op.fn, x, params, grad_output, channel_dim)
-    parity.assert_elementwise(y, y_ref, x.dtype, f"{label}: output")
-    terms = None if op.grad_input_scale is None else op.grad_input_scale(x, params, grad_output, channel_dim)
-    parity.assert_elementwise(leaves[0].grad, grads_ref[0], x.dtype, f"{label}: grad_input", terms=terms)
+    y_ref, grads_ref = parity.reference_float64(op.fn, x, params, g, case.channel_dim)
+    parity.assert_elementwise(y, y_ref, x.dtype, "output")
+    terms = None if op.grad_input_scale is None else op.grad_input_scale(x, params, g, case.channel_dim)
+    parity.assert_elementwise(leaves[0].grad, grads_ref[0], x.dtype, "grad_input", terms=terms)
     for name, p, leaf, g_ref in zip(op.fn.param_names, params, leaves[1:], grads_ref[1:]):
-        parity.assert_reduction(leaf.grad, g_ref, x.dtype, p.dtype, f"{label}: grad_{name}")
+        parity.assert_reduction(leaf.grad, g_ref, x.dtype, p.dtype, f"grad_{name}")
 
 
 def families(args):
-    torch, lk, ops, parity = _project()
+    _, ops, parity = _project()
     tally = Tally()
     for backend in args.backends:
-        device = _device_of(lk, backend)
+        device = device_of(backend)
         for index in args.index:
             with forced_int64(index == "int64") as has_cpp_switch:
                 if index == "int64" and backend in ("cuda", "cpu") and not has_cpp_switch:
                     print(f"NOTE {backend} int64: lslu_kernels.cpp_kernels.FORCE_INT64 is missing in this build; "
                           "these cases ran with the kernels' own index choice (int32 at these sizes)")
-                for dtype_name in args.dtypes:
-                    dtype = getattr(torch, dtype_name)
-                    for op in ops.OPS:
-                        for layout in layouts("tiny"):
-                            channels = layout.shape[layout.channel_dim]
-                            params = op.make_params(channels, VARIANTS[op.name], dtype=_param_dtype(torch, dtype),
-                                                    device=device)
-                            x = op.make_x(layout.shape, params, layout.channel_dim).to(device, dtype)
-                            for path in args.paths:
-                                label = f"{backend} {index} {dtype_name} {op.name} {layout.name} {path}"
-                                with tally.case(label):
-                                    check_case(torch, parity, op, x, params, layout.channel_dim, backend, label, path)
-                                    if device.type == "cuda":
-                                        torch.cuda.synchronize(device)  # a launch error surfaces in this case
+                for case in make_cases(ops, device, "tiny", args.dtypes):
+                    for path in args.paths:
+                        with tally.case(f"{backend} {index} {case.label} {path}"):
+                            check_path(parity, case, backend, path)
+                            if device.type == "cuda":
+                                torch.cuda.synchronize(device)  # a launch error surfaces in this case
     tally.finish("families")
 
 
-def _cases(torch, ops, device, size: str, dtypes):
-    """(label, op, x, params, grad_output, channel_dim) for every op, layout and dtype, made on ``device``."""
-    out = []
-    for dtype_name in dtypes:
-        dtype = getattr(torch, dtype_name)
-        for op in ops.OPS:
-            for layout in layouts(size):
-                channels = layout.shape[layout.channel_dim]
-                params = op.make_params(channels, VARIANTS[op.name], dtype=_param_dtype(torch, dtype), device=device)
-                x = op.make_x(layout.shape, params, layout.channel_dim).to(device, dtype)
-                grad_output = torch.randn(layout.shape, device=device, dtype=dtype)
-                out.append((f"{op.name} {layout.name} {dtype_name}", op, x, params, grad_output, layout.channel_dim))
-    return out
-
-
-def _differences(op, a: list, b: list) -> list[str]:
-    """Names of the results (output, grad_input, grad_<param>) that are not bitwise equal."""
-    names = ["output", "grad_input"] + [f"grad_{name}" for name in op.fn.param_names]
+def differences(case: Case, a: list[torch.Tensor], b: list[torch.Tensor]) -> list[str]:
+    """The results (output, grad_input, grad_<param>) that are not bitwise equal, with their largest difference."""
+    names = ["output", "grad_input"] + [f"grad_{name}" for name in case.op.fn.param_names]
     return [f"{name} (max |diff| {(u.double() - v.double()).abs().max().item():.3g})"
-            for name, u, v in zip(names, a, b) if not torch_equal_bits(u, v)]
+            for name, u, v in zip(names, a, b) if not same_bits(u, v)]
 
 
-def torch_equal_bits(u, v) -> bool:
-    import torch
-    if u.shape != v.shape or u.dtype != v.dtype:
+def same_bits(u: torch.Tensor, v: torch.Tensor) -> bool:
+    if u.shape != v.shape or u.dtype != v.dtype or u.device != v.device:
         return False
-    int_type = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[u.element_size()]
-    return torch.equal(u.contiguous().view(int_type), v.contiguous().view(int_type))
+    as_int = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[u.element_size()]
+    return torch.equal(u.contiguous().view(as_int), v.contiguous().view(as_int))
 
 
-def _forward_backward(parity, op, x, params, grad_output, channel_dim, backend):
-    y, grads = parity.forward_backward(op.fn, x, params, grad_output, channel_dim=channel_dim, backend=backend)
-    return [y, *grads]
+def _capture(static: list[tuple[Case, list[torch.Tensor]]], backend: str):
+    """One CUDA graph of forward and backward of every case; (graph, [[y, *grads] per case])."""
+    cuda_graph = torch.cuda.CUDAGraph()
+    outputs = []
+    with torch.cuda.graph(cuda_graph):
+        for case, leaves in static:
+            y = case.op.fn(*leaves, channel_dim=case.channel_dim, backend=backend)
+            outputs.append([y, *torch.autograd.grad(y, leaves, case.grad_output)])
+    return cuda_graph, outputs
 
 
 def graph(args):
     """Capture forward and backward of every op in one CUDA graph before any of the project's kernels
     ran in this process (Triton compiles and CUDA modules load inside the capture), replay it on new
     inputs and compare with eager calls on those inputs: bitwise."""
-    torch, lk, ops, parity = _project()
+    _, ops, _ = _project()
     if not torch.cuda.is_available():
         _skip("no CUDA device")
-    device = _device_of(lk, args.backend)
-    cases = _cases(torch, ops, device, "tiny", ("float32", "bfloat16"))
-    static = []  # (label, op, leaves, grad_output, channel_dim)
-    for label, op, x, params, grad_output, channel_dim in cases:
-        static.append((label, op, [t.detach().clone().requires_grad_() for t in (x, *params)], grad_output,
-                       channel_dim))
+    device = device_of(args.backend)
+    cases = make_cases(ops, device, "tiny", ("float32", "bfloat16"))
+    static = [(case, [t.detach().clone().requires_grad_() for t in (case.x, *case.params)]) for case in cases]
     # torch's own lazy state (autograd engine, allocator) is warmed up on a side stream as the
     # documentation asks, with plain torch ops: none of the project's kernels runs before the capture.
     side = torch.cuda.Stream()
@@ -323,105 +350,100 @@ def graph(args):
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
 
-    cuda_graph = torch.cuda.CUDAGraph()
-    outputs = []
-    with torch.cuda.graph(cuda_graph):
-        for label, op, leaves, grad_output, channel_dim in static:
-            y = op.fn(*leaves, channel_dim=channel_dim, backend=args.backend)
-            outputs.append([y, *torch.autograd.grad(y, leaves, grad_output)])
-    print(f"captured forward+backward of {len(static)} cases in one graph (backend {args.backend})", flush=True)
-
     tally = Tally()
+    captured = None
+    with tally.case(f"{args.backend}: capture of {len(static)} forward+backward calls as the kernels' first use"):
+        captured = _capture(static, args.backend)
+    if captured is None:  # that failure is the finding; still check that replays are right after a warm-up
+        print("capturing again after one eager call of each case, to check the replays all the same", flush=True)
+        for case in cases:
+            case.forward_backward(args.backend)
+        torch.cuda.synchronize()
+        captured = _capture(static, args.backend)
+    cuda_graph, outputs = captured
     for replay in range(2):  # new values each time: the graph reads its inputs, it did not bake them in
-        fresh = _cases(torch, ops, device, "tiny", ("float32", "bfloat16"))
-        for (_, _, leaves, grad_output, _), (_, _, x, params, g, _) in zip(static, fresh):
+        for (case, leaves), new in zip(static, make_cases(ops, device, "tiny", ("float32", "bfloat16"))):
             with torch.no_grad():
-                for leaf, value in zip(leaves, (x, *params)):
+                for leaf, value in zip(leaves, (new.x, *new.params)):
                     leaf.copy_(value)
-                grad_output.copy_(g)
+                case.grad_output.copy_(new.grad_output)
         cuda_graph.replay()
         torch.cuda.synchronize()
-        for (label, op, leaves, grad_output, channel_dim), got in zip(static, outputs):
-            with tally.case(f"replay {replay} {args.backend} {label}"):
-                eager = _forward_backward(parity, op, leaves[0].detach(), [p.detach() for p in leaves[1:]],
-                                          grad_output, channel_dim, args.backend)
-                different = _differences(op, got, eager)
+        for (case, leaves), got in zip(static, outputs):
+            with tally.case(f"replay {replay} {args.backend} {case.label}"):
+                eager = Case(case.label, case.op, leaves[0].detach(), [p.detach() for p in leaves[1:]],
+                             case.grad_output, case.channel_dim).forward_backward(args.backend)
+                different = differences(case, got, eager)
                 assert not different, f"graph replay differs from eager: {', '.join(different)}"
     tally.finish(f"graph ({args.backend})")
 
 
 def stream(args):
-    """Ops called under a side stream run on it (done while the default stream is still busy) and give
-    the default stream's results, bitwise."""
-    torch, lk, ops, parity = _project()
+    """Calls under a side stream run on it (they finish while the default stream is still busy) and
+    give the default stream's results, bitwise."""
+    _, ops, _ = _project()
     if not torch.cuda.is_available():
         _skip("no CUDA device")
     if not hasattr(torch.cuda, "_sleep"):
         _skip("this torch has no torch.cuda._sleep to keep the default stream busy")
     tally = Tally()
     for backend in args.backends:
-        device = _device_of(lk, backend)
-        cases = _cases(torch, ops, device, "tiny", ("float32", "bfloat16"))
-        expected = [_forward_backward(parity, op, x, p, g, cd, backend) for _, op, x, p, g, cd in cases]
+        cases = make_cases(ops, device_of(backend), "tiny", ("float32", "bfloat16"))
+        expected = [case.forward_backward(backend) for case in cases]  # also compiles what Triton needs
         torch.cuda.synchronize()
-        side = torch.cuda.Stream(device)
-        torch.cuda._sleep(1_000_000_000)  # 1e9 clock cycles: 0.5 s at 2 GHz, 3 s at idle clocks
+        side = torch.cuda.Stream()
+        torch.cuda._sleep(1_000_000_000)  # 1e9 clock cycles on the default stream: 0.5 s at 2 GHz
         default_done = torch.cuda.Event()
         default_done.record()
         with torch.cuda.stream(side):
-            got = [_forward_backward(parity, op, x, p, g, cd, backend) for _, op, x, p, g, cd in cases]
+            got = [case.forward_backward(backend) for case in cases]
             side_done = torch.cuda.Event()
             side_done.record(side)
         side_done.synchronize()
-        overlapped = not default_done.query()  # side-stream work finished while the default stream slept
+        overlapped = not default_done.query()
         torch.cuda.synchronize()
-        with tally.case(f"{backend}: work on the side stream did not wait for the default stream"):
-            assert overlapped, "the side-stream calls finished only after the default stream's sleep: " \
-                               "some launch went to another stream than the current one"
-        for (label, op, *_), a, b in zip(cases, got, expected):
-            with tally.case(f"{backend} side stream {label}"):
-                different = _differences(op, a, b)
+        with tally.case(f"{backend}: the side-stream calls did not wait for the default stream"):
+            assert overlapped, "they finished only after the default stream's sleep: some launch went to " \
+                               "another stream than the current one"
+        for case, a, b in zip(cases, got, expected):
+            with tally.case(f"{backend} side stream {case.label}"):
+                different = differences(case, a, b)
                 assert not different, f"differs from the default stream: {', '.join(different)}"
     tally.finish("stream")
 
 
 def devices(args):
-    """Every op on the second GPU while the first is current: right (SPEC tolerances), and bitwise the
-    first GPU's results when both are the same model."""
-    torch, lk, ops, parity = _project()
+    """Every op on the second GPU while the first is current: right (SPEC.md tolerances), and bitwise
+    the first GPU's results when both are the same model."""
+    _, ops, parity = _project()
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count < 2:
-        _skip(f"{count} CUDA device{'s' if count != 1 else ''}: a second device is needed")
+        _skip(f"{count} CUDA device(s): a second device is needed")
     same_model = torch.cuda.get_device_name(0) == torch.cuda.get_device_name(1)
-    tally = Tally()
     torch.cuda.set_device(0)
+    tally = Tally()
     for backend in args.backends:
-        cases0 = _cases(torch, ops, torch.device("cuda", 0), "tiny", ("float32", "bfloat16"))
-        for label, op, x, params, g, channel_dim in cases0:
-            with tally.case(f"{backend} cuda:1 {label}"):
-                on1 = [t.to("cuda:1") for t in (x, *params, g)]
-                parity.check_parity(op.fn, on1[0], on1[1:-1], channel_dim, backend, f"cuda:1 {label}",
-                                    grad_input_scale=op.grad_input_scale)
-                got = _forward_backward(parity, op, on1[0], on1[1:-1], on1[-1], channel_dim, backend)
+        for case in make_cases(ops, torch.device("cuda", 0), "tiny", ("float32", "bfloat16")):
+            with tally.case(f"{backend} cuda:1 {case.label}"):
+                on1 = Case(case.label, case.op, case.x.to("cuda:1"), [p.to("cuda:1") for p in case.params],
+                           case.grad_output.to("cuda:1"), case.channel_dim)
+                check_path(parity, on1, backend, "packed")
+                got = on1.forward_backward(backend)
                 assert all(t.device == torch.device("cuda", 1) for t in got), "a result is not on cuda:1"
                 if same_model:
-                    expected = _forward_backward(parity, op, x, params, g, channel_dim, backend)
-                    different = _differences(op, [t.to("cuda:0") for t in got], expected)
+                    different = differences(case, [t.to("cuda:0") for t in got], case.forward_backward(backend))
                     assert not different, f"cuda:1 differs from cuda:0: {', '.join(different)}"
     tally.finish("devices")
 
 
 def determinism(args):
     """Forward and backward twice on the same inputs, at a size with many blocks: the same bits."""
-    torch, lk, ops, parity = _project()
+    _, ops, _ = _project()
     tally = Tally()
     for backend in args.backends:
-        device = _device_of(lk, backend)
-        for label, op, x, params, g, channel_dim in _cases(torch, ops, device, args.size, args.dtypes):
-            with tally.case(f"{backend} {label} {tuple(x.shape)}"):
-                first = _forward_backward(parity, op, x, params, g, channel_dim, backend)
-                second = _forward_backward(parity, op, x, params, g, channel_dim, backend)
-                different = _differences(op, first, second)
+        for case in make_cases(ops, device_of(backend), args.size, args.dtypes):
+            with tally.case(f"{backend} {case.label} {tuple(case.x.shape)}"):
+                different = differences(case, case.forward_backward(backend), case.forward_backward(backend))
                 assert not different, f"two runs differ: {', '.join(different)}"
     tally.finish("determinism")
 
