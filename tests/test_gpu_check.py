@@ -1,5 +1,7 @@
 """The prepared GPU check (benchmarks/gpu_check.py): its runner, and its dry run on the CPU within its budget."""
 
+import dataclasses
+import importlib
 import importlib.util
 import json
 import pathlib
@@ -8,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # What a GPU session must find in the summary (the issue's list), whatever else the plan holds.
@@ -115,3 +118,77 @@ def test_steps_get_no_more_than_the_budget_leaves(tmp_path):
     assert got["long"].status == "timeout" and got["long"].timeout <= 7, got["long"]
     assert got["late"].status == "skipped" and "budget" in got["late"].reason, got["late"]
     assert check.elapsed() < 12, f"{check.elapsed():.1f} s for a 7 s budget"
+
+
+def _load_driver():
+    spec = importlib.util.spec_from_file_location("gpu_driver", ROOT / "benchmarks" / "gpu_driver.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_families_reach_the_scalar_path_and_catch_a_wrong_gradient():
+    """The sanitizer driver's own check: a misaligned twin starts one element into its storage, and a
+    backend whose gradient is off by a rounding-sized amount too many fails it."""
+    driver = _load_driver()
+    _, ops, parity = driver._project()
+    case = next(c for c in driver.make_cases(ops, torch.device("cpu"), "tiny", ["float32"]) if "pvlu" in c.label)
+    twin = driver.misaligned(case.x)
+    assert twin.data_ptr() % 16 == 4 and torch.equal(twin, case.x) and twin.is_contiguous()
+    driver.check_path(parity, case, "cpu", "scalar")  # the real kernel passes
+    real_fn = case.op.fn
+
+    def off_by_a_little(x, alpha, beta, *, backend, **kwargs):  # the kernel's gradients 1% too large
+        y = real_fn(x, alpha, beta, backend=backend, **kwargs)
+        return y if backend == "reference" else y + 0.01 * (y - y.detach())
+
+    off_by_a_little.param_names = real_fn.param_names
+    wrong = driver.Case(case.label, dataclasses.replace(case.op, fn=off_by_a_little), case.x, case.params,
+                        case.grad_output, case.channel_dim)
+    with pytest.raises(AssertionError, match="grad_input"):
+        driver.check_path(parity, wrong, "cpu", "scalar")
+
+
+def test_bitwise_comparison_sees_one_ulp():
+    driver = _load_driver()
+    _, ops, _ = driver._project()
+    case = driver.make_cases(ops, torch.device("cpu"), "tiny", ["bfloat16"])[0]
+    results = case.forward_backward("cpu")
+    assert driver.differences(case, results, case.forward_backward("cpu")) == []
+    nudged = [t.clone() for t in results]
+    nudged[1].view(-1).view(torch.int16)[3] += 1  # grad_input, one unit in the last place
+    different = driver.differences(case, results, nudged)
+    assert len(different) == 1 and different[0].startswith("grad_input"), different
+
+
+def test_gpu_plan_on_an_h200():
+    """The plan a GPU machine gets: every step runs (none skipped), the suite leaves out this test, the
+    sanitizers wrap the families driver, and the benchmark selects every op in float32 and bfloat16 in
+    the three layouts at 64 MB and more."""
+    pytest.importorskip("rich", reason="the benchmark runner prints with rich")
+    gpu_check = _load()
+    info = dict(cuda_available=True, device_count=1, compute_sanitizer="/usr/local/cuda/bin/compute-sanitizer",
+                pytest_xdist=True, pytest_timeout=True)
+    args = gpu_check.argparse.Namespace(out="/tmp/x", dry_run=False, no_build=False, steps=None)
+    steps = {s.name: s for s in gpu_check.plan(args, info)}
+    assert {name for name, s in steps.items() if s.skip} == {"second_device"}, \
+        {name: s.skip for name, s in steps.items() if s.skip}
+    assert steps["build"].command[-5:] == ["install", "--no-build-isolation", "--no-deps", "-e", "."]
+    pytest_command = " ".join(steps["pytest"].command)
+    assert "--ignore tests/test_gpu_check.py" in pytest_command and "--junitxml /tmp/x/pytest.xml" in pytest_command
+    for tool in gpu_check.SANITIZER_TOOLS:
+        for backend in ("cuda", "triton"):
+            command = steps[f"{tool}_{backend}"].command
+            assert command[:3] == [info["compute_sanitizer"], "--tool", tool] and "families" in command
+            assert command[command.index("--backends") + 1] == backend
+    assert steps["graph_cuda"].env["TRITON_CACHE_DIR"] != steps["graph_triton"].env["TRITON_CACHE_DIR"]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    run = importlib.import_module("run")
+    bench = steps["bench"].command
+    shapes = bench[bench.index("--shapes") + 1:bench.index("--min-time")]
+    chosen = [c for c in run.cases(torch.device("cuda"), quick=False)
+              if c.dtype in ("float32", "bfloat16") and "x".join(map(str, c.shape)) in shapes]
+    assert {(c.op.label, c.dtype, c.layout) for c in chosen} == \
+        {(op.label, dtype, layout) for op in run.OPS for dtype in ("float32", "bfloat16")
+         for layout in ("nchw", "channels_last", "blc")}
+    assert min(c.nbytes for c in chosen) >= 64e6, "a benchmark case under 64 MB"
