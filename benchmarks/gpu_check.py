@@ -77,6 +77,7 @@ class Result:
     name: str
     status: str  # pass, fail, timeout, skipped
     reason: str
+    proves: str = ""
     seconds: float = 0.0
     timeout: float = 0.0
     command: str = ""
@@ -151,14 +152,14 @@ def plan(args, info: dict) -> list[Step]:
     bench_csv = out / "bench" / "cpu-dry-run.csv"
     if dry:
         bench = [PY, "benchmarks/run.py", "--quick", "--ops", "pvlu", "--dtypes", "float32", "--layouts", "nchw",
-                 "--min-time", "0", "--out", str(bench_csv)]
+                 "--providers", "cpu", "--min-time", "0", "--out", str(bench_csv)]
     else:
         bench = [PY, "benchmarks/run.py", "--dtypes", "float32", "bfloat16", "--layouts", "nchw", "channels_last",
                  "blc", "--shapes", *BENCH_SHAPES, "--min-time", "0.1"]
     steps += [
         Step("bench", bench, 60 if dry else 300,
              "the benchmark subset that judges the GPU targets, each case saved as it finishes",
-             keep=20 if dry else 120, env={"TORCHINDUCTOR_COMPILE_THREADS": "1"} if dry else {}),
+             keep=20 if dry else 120),
         Step("plot", [PY, "benchmarks/plot.py", *([str(bench_csv), "--out-dir", str(out / "plots")] if dry else [])],
              20, "the plots of the results", keep=20),
         Step("report", [PY, "benchmarks/report.py", *(["--results-dir", str(bench_csv.parent)] if dry
@@ -211,13 +212,13 @@ class Check:
         running = []
         for step in steps:
             if step.skip:
-                self.record(Result(step.name, "skipped", step.skip, command=" ".join(step.command)))
+                self.record(Result(step.name, "skipped", step.skip, step.why, command=" ".join(step.command)))
                 continue
             left = self.deadline - time.monotonic() - reserve
             limit = min(step.timeout, left)
             if left < 5:
                 self.record(Result(step.name, "skipped", f"no time left in the {self.budget:.0f} s budget",
-                                   command=" ".join(step.command)))
+                                   step.why, command=" ".join(step.command)))
                 continue
             log_path = self.out / f"{step.name}.log"
             log = log_path.open("w")
@@ -240,8 +241,8 @@ class Check:
                 log.close()
                 seconds = time.monotonic() - started
                 status, reason = verdict(step, process.returncode, timed_out, log_path.read_text(errors="replace"))
-                self.record(Result(step.name, status, reason, round(seconds, 1), round(limit), " ".join(step.command),
-                                   log_path.name))
+                self.record(Result(step.name, status, reason, step.why, round(seconds, 1), round(limit),
+                                   " ".join(step.command), log_path.name))
 
     def record(self, result: Result):
         self.results.append(result)
@@ -270,10 +271,10 @@ class Check:
                  f"{summary['compute_sanitizer']}",
                  f"- commit {summary['commit']}{' (uncommitted changes)' if summary['dirty'] else ''}",
                  f"- started {summary['started']}, {summary['elapsed_s']} s of a {self.budget:.0f} s budget", "",
-                 "| step | status | seconds (timeout) | why |", "|---|---|---|---|"]
+                 "| step | status | seconds (timeout) | result or reason | what it checks |", "|---|---|---|---|---|"]
         for r in self.results:
-            reason = r.reason.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {r.name} | {r.status} | {r.seconds:.1f} ({r.timeout:.0f}) | {reason} |")
+            reason, proves = (text.replace("|", "\\|").replace("\n", " ") for text in (r.reason, r.proves))
+            lines.append(f"| {r.name} | {r.status} | {r.seconds:.1f} ({r.timeout:.0f}) | {reason} | {proves} |")
         (self.out / "summary.md").write_text("\n".join(lines) + "\n")
 
 

@@ -67,13 +67,15 @@ def info(args):
                  torch_cuda=torch.version.cuda, cuda_available=torch.cuda.is_available(),
                  device_count=torch.cuda.device_count() if torch.cuda.is_available() else 0,
                  devices=[], cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
-                 commit=_git(["rev-parse", "HEAD"]), dirty=bool(_git(["status", "--porcelain",
-                                                                     "--untracked-files=no"])),
+                 commit=_git(["rev-parse", "HEAD"]), dirty=_git(["status", "--porcelain", "--untracked-files=no"]),
                  nvcc=shutil.which("nvcc"), compute_sanitizer=_compute_sanitizer(),
                  nvidia_smi=_run_text(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
                                        "--format=csv,noheader"]) if shutil.which("nvidia-smi") else None,
                  pytest_xdist=importlib.util.find_spec("xdist") is not None,
                  pytest_timeout=importlib.util.find_spec("pytest_timeout") is not None)
+    if facts["commit"] is None:  # a copy of the tree without git (the device machine's): as told, if told
+        facts["commit"] = os.environ.get("LSLU_KERNELS_COMMIT", "unknown") + " (from $LSLU_KERNELS_COMMIT)"
+    facts["dirty"] = bool(facts["dirty"])
     if facts["nvcc"]:
         facts["nvcc_version"] = _run_text(["nvcc", "--version"])
     if facts["compute_sanitizer"]:
@@ -109,11 +111,11 @@ def _compute_sanitizer() -> str | None:
     return None
 
 
-def _git(argv: list[str]) -> str:
+def _git(argv: list[str]) -> str | None:
     try:
         return subprocess.run(["git", *argv], capture_output=True, text=True, cwd=ROOT, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return None
 
 
 # Everything below imports the project (installed by then) and the tests' helpers.
@@ -132,9 +134,13 @@ def backends(args):
     from lslu_kernels import _backends
 
     available = lk.available_backends()
+    if hasattr(lk, "unavailable_backends"):  # says why per GPU, where the project has it
+        unavailable = lk.unavailable_backends()
+    else:
+        unavailable = {name: b.missing for name, b in _backends.backends().items() if not b.available}
     print(f"available backends: {available}")
-    for name, backend in _backends.backends().items():
-        print(f"  {name}: {'available' if backend.available else 'missing: ' + str(backend.missing)}")
+    for name, why in unavailable.items():
+        print(f"  {name} unavailable: {why}")
     missing = [b for b in args.expect if b not in available]
     if missing:
         print(f"FAIL: expected {args.expect}, missing {missing}")

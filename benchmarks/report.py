@@ -66,6 +66,10 @@ def _speedup(row: dict | None, over: dict | None) -> float | None:
     return float(over["median_ms"]) / float(row["median_ms"])
 
 
+def _times(speedup: float | None) -> str:
+    return "–" if speedup is None else f"{speedup:.2f}×"  # None: the other provider was not run (--providers)
+
+
 def _element_mb(row: dict) -> float:
     """MB of one input-sized tensor of this case."""
     nelements = 1
@@ -92,7 +96,7 @@ def case_table(rows: list[dict], dtype: str, mode: str) -> list[str]:
         for k in kernels:
             over_eager, over_compile = _speedup(get[k], get["eager"]), _speedup(get[k], get["torch.compile"])
             cells.append("–" if get[k] is None else
-                         f"{over_eager:.2f}× / {over_compile:.2f}× / {get[k]['pct_copy_bw']}%")
+                         f"{_times(over_eager)} / {_times(over_compile)} / {get[k]['pct_copy_bw']}%")
         if mode == "forward+backward":
             for column in ("saved_mb", "peak_mb"):
                 cells.append(" / ".join(get[p][column] or "?" if get[p] else "–"

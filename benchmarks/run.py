@@ -328,6 +328,7 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit() -> str:
+    """The checkout's commit (+dirty); in a copy of the tree without git, $LSLU_KERNELS_COMMIT if set."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=pathlib.Path(__file__).parent, check=True)
@@ -335,7 +336,7 @@ def git_commit() -> str:
                                text=True, cwd=pathlib.Path(__file__).parent).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("LSLU_KERNELS_COMMIT", "unknown")
 
 
 def results_path(device: torch.device) -> pathlib.Path:
@@ -373,6 +374,8 @@ def main(argv=None):
                         help="only these layouts")
     parser.add_argument("--shapes", nargs="+", default=None, metavar="AxBx...",
                         help="only cases of these shapes, written as in the CSV (e.g. 64x256x56x56)")
+    parser.add_argument("--providers", nargs="+", default=None,
+                        help="only these providers, and eager (every speedup is over it)")
     parser.add_argument("--min-time", type=float, default=None, help="seconds to time each measurement")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="CSV to append to (default: per device)")
     parser.add_argument("--no-save", action="store_true", help="print the table only")
@@ -398,7 +401,8 @@ def main(argv=None):
               and (args.dtypes is None or c.dtype in args.dtypes)
               and (args.layouts is None or c.layout in args.layouts)
               and (args.shapes is None or "x".join(map(str, c.shape)) in args.shapes)]
-    work = [(c, p.name, m) for c in chosen for p in providers(device, c.op) for m in (*MODES, "memory")]
+    work = [(c, p.name, m) for c in chosen for p in providers(device, c.op)
+            if args.providers is None or p.name in (*args.providers, "eager") for m in (*MODES, "memory")]
     if not chosen:
         raise SystemExit(f"no case on {device.type} matches --ops/--dtypes/--layouts/--shapes")
     rows, case_rows = [], []

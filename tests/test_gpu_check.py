@@ -32,6 +32,8 @@ def _load():
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
+    for module in ("rich", "matplotlib"):  # the benchmark runner prints with rich; plot.py draws with matplotlib
+        pytest.importorskip(module, reason="the dry run's benchmark and plot steps need it (the 'test' extra)")
     out = tmp_path_factory.mktemp("gpu_check")
     results = ROOT / "benchmarks" / "results"
     committed = {p: p.stat().st_mtime for p in results.rglob("*") if p.is_file()}
