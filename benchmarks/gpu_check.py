@@ -70,6 +70,7 @@ class Step:
     env: dict = dataclasses.field(default_factory=dict)
     skip: str | None = None  # a reason known before it runs
     keep: float = 0  # seconds the steps before it must leave for it (the benchmark, the plots, the report)
+    if_failed: str | None = None  # run only when that step failed (else skipped)
 
 
 @dataclasses.dataclass
@@ -93,6 +94,11 @@ def plan(args, info: dict) -> list[Step]:
     steps = [
         Step("build", [PY, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", "."], 240,
              "the project installs offline with the CUDA extension built by nvcc",
+             skip="--dry-run: the installed package is used" if dry else ("--no-build" if args.no_build else None)),
+        # Without the CUDA extension the Triton kernels can still be checked on the GPU (cuda steps then fail).
+        Step("build_without_cuda", [PY, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", "."],
+             120, "the project installs without its CUDA extension, so the triton checks still run",
+             env={"LSLU_KERNELS_BUILD_CUDA": "0"}, if_failed="build",
              skip="--dry-run: the installed package is used" if dry else ("--no-build" if args.no_build else None)),
         Step("backends", [*driver, "backends", "--expect", *kernels, "reference"], 30,
              "lk.available_backends() lists the kernel backends (cuda and triton on a GPU)"),
@@ -211,6 +217,8 @@ class Check:
         """Start every step of the group, wait for all (each to its own deadline), record them."""
         running = []
         for step in steps:
+            if step.if_failed and self.status(step.if_failed) in ("pass", "skipped"):
+                step.skip = f"{step.if_failed} did not fail"
             if step.skip:
                 self.record(Result(step.name, "skipped", step.skip, step.why, command=" ".join(step.command)))
                 continue
@@ -228,11 +236,15 @@ class Check:
             process = subprocess.Popen(step.command, cwd=ROOT, env=self.environment(step), stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             running.append((step, process, log, log_path, time.monotonic(), limit))
+        interrupted = False
         while running:
-            time.sleep(0.2)
+            try:
+                time.sleep(0.2)
+            except KeyboardInterrupt:  # the whole check is stopped (timeout -s INT): stop the steps, record them
+                interrupted = True
             for entry in list(running):
                 step, process, log, log_path, started, limit = entry
-                timed_out = process.poll() is None and time.monotonic() - started > limit
+                timed_out = process.poll() is None and (interrupted or time.monotonic() - started > limit)
                 if timed_out:
                     stop(process)
                 if process.poll() is None:
@@ -241,8 +253,15 @@ class Check:
                 log.close()
                 seconds = time.monotonic() - started
                 status, reason = verdict(step, process.returncode, timed_out, log_path.read_text(errors="replace"))
+                if interrupted and timed_out:
+                    reason = "the whole check was interrupted; " + reason
                 self.record(Result(step.name, status, reason, step.why, round(seconds, 1), round(limit),
                                    " ".join(step.command), log_path.name))
+        if interrupted:
+            raise KeyboardInterrupt
+
+    def status(self, name: str) -> str | None:
+        return next((r.status for r in self.results if r.name == name), None)
 
     def record(self, result: Result):
         self.results.append(result)
@@ -377,13 +396,18 @@ def main(argv=None):
             check.say(f"{step.name} ({state})\n    {' '.join(step.command)}")
         return 0
     index = 0
-    while index < len(steps):  # one group at a time (a step without a group is a group of its own)
-        group = [steps[index]]
-        while steps[index].group and index + len(group) < len(steps) \
-                and steps[index + len(group)].group == steps[index].group:
-            group.append(steps[index + len(group)])
-        index += len(group)
-        check.run_group(group, reserve=sum(s.keep for s in steps[index:] if not s.skip))
+    try:
+        while index < len(steps):  # one group at a time (a step without a group is a group of its own)
+            group = [steps[index]]
+            while steps[index].group and index + len(group) < len(steps) \
+                    and steps[index + len(group)].group == steps[index].group:
+                group.append(steps[index + len(group)])
+            index += len(group)
+            check.run_group(group, reserve=sum(s.keep for s in steps[index:] if not s.skip))
+    except KeyboardInterrupt:
+        check.say(f"interrupted; not run: {', '.join(s.name for s in steps[index:]) or 'none'}")
+        for step in steps[index:]:
+            check.record(Result(step.name, "skipped", step.skip or "the check was interrupted before it", step.why))
     collect(check)
     check.write_summary()
     failed = [r.name for r in check.results if r.status in ("fail", "timeout")]

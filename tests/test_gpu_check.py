@@ -110,6 +110,20 @@ def test_runner_stops_a_hung_step_and_goes_on(tmp_path):
     assert set(json.loads((tmp_path / "summary.json").read_text())["failed"]) == {"hang", "crash"}
 
 
+def test_a_fallback_step_runs_only_after_its_step_failed(tmp_path):
+    gpu_check = _load()
+    check = gpu_check.Check(gpu_check.argparse.Namespace(out=str(tmp_path), dry_run=True, budget=100.0))
+    steps = [_step(gpu_check, "broken", "raise SystemExit(3)", 30), _step(gpu_check, "fine", "pass", 30),
+             _step(gpu_check, "after_broken", "print('fallback ran')", 30),
+             _step(gpu_check, "after_fine", "print('should not run')", 30)]
+    steps[2].if_failed, steps[3].if_failed = "broken", "fine"
+    check.run_group(steps[:2], reserve=0)
+    check.run_group(steps[2:], reserve=0)
+    got = {r.name: (r.status, r.reason) for r in check.results}
+    assert got["after_broken"] == ("pass", "fallback ran"), got
+    assert got["after_fine"] == ("skipped", "fine did not fail"), got
+
+
 def test_steps_get_no_more_than_the_budget_leaves(tmp_path):
     """A step's timeout is cut to what is left of the budget; once it is spent, later steps are skipped."""
     gpu_check = _load()
