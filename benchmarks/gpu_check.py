@@ -10,26 +10,30 @@ output in ``DIR/<step>.log``; a hang or a crash costs that step and no more.
 Consecutive steps of one group run at the same time (independent processes
 sharing the GPU; none of them times anything). ``DIR/summary.md`` and
 ``DIR/summary.json`` (rewritten after every step) give each step's status
-(pass, fail, timeout, skipped) and why, with the device, the torch, triton and
-CUDA versions and the git commit.
+(pass, fail, timeout, skipped), its result or why, and what it checks, with
+the device, the torch, triton and CUDA versions and the git commit (from git,
+or ``$LSLU_KERNELS_COMMIT`` in a copy of the tree without it).
 
 The steps on a GPU: install the project (``pip install --no-build-isolation
---no-deps -e .``, the CUDA extension built there), check that ``cuda`` and
-``triton`` are available; CUDA-graph capture as the first use of the kernels
-in a fresh process, a side stream, a second device, bitwise determinism of the
-backward at a size with many blocks; every kernel family once (both index
-types, packed and scalar, every dtype) plain and under compute-sanitizer's
-memcheck, initcheck and racecheck; the whole test suite (junit XML in DIR);
-then the benchmark subset that judges the GPU targets (every op, float32 and
-bfloat16, NCHW, channels-last and (B, L, C), tensors of at least 64 MB)
-appended to ``benchmarks/results/<gpu>.csv``, the plots and the README's
-results section regenerated, and copies of the CSV, plots and README diff in DIR.
+--no-deps -e .``, the CUDA extension built there; if that fails, again without
+it so that the Triton checks still run), check that ``cuda`` and ``triton``
+are available; CUDA-graph capture as the first use of the kernels in a fresh
+process, a side stream, a second device, bitwise determinism of the backward
+at a size with many blocks, every kernel family once (both index types, packed
+and scalar, every dtype) against the float64 reference; the same families
+under compute-sanitizer's memcheck, initcheck and racecheck beside the whole
+test suite (junit XML in DIR); then the benchmark subset that judges the GPU
+targets (every op, float32 and bfloat16, NCHW, channels-last and (B, L, C),
+tensors of at least 64 MB) appended to ``benchmarks/results/<gpu>.csv`` case by
+case, the plots and the README's results section regenerated, and copies of the
+CSV, plots, README.md and its diff in ``DIR/results``.
 
 ``--dry-run`` runs the same list against the CPU backends (cpu, reference, the
 Triton interpreter where cheap) with tiny sizes, a small test selection and a
 one-case benchmark written to DIR; the GPU-only steps are reported as skipped.
 Every step's timeout is also cut to what is left of ``--budget``, keeping time
-for the plots and the report, so the whole run stays inside the budget.
+for the benchmark, the plots and the report, so the whole run stays inside the
+budget; SIGINT stops the running steps and records them.
 """
 
 import argparse
