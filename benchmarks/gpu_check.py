@@ -149,7 +149,7 @@ def plan(args, info: dict) -> list[Step]:
                 skip=None if sanitizer or dry else "compute-sanitizer is not on PATH"))
     pytest = [PY, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "--durations", "15",
               "--junitxml", str(out / "pytest.xml")]
-    if dry:  # a small selection: dispatch rules and one op's tests (never this check's own test)
+    if dry:  # a small selection, the backend choice rules (never this check's own test)
         pytest += ["tests/test_dispatch.py"]
     else:
         pytest += ["tests", "--ignore", "tests/test_gpu_check.py"]
@@ -377,6 +377,7 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds for the whole run (default 470 on a GPU, 115 for --dry-run)")
     args = parser.parse_args(argv)
+    args.out = str(pathlib.Path(args.out).resolve())  # the steps run in the repository root
     if args.budget is None:
         args.budget = 115.0 if args.dry_run else 470.0
     check = Check(args)
