@@ -148,8 +148,9 @@ def backends(args):
     print(f"ok: {args.expect} available")
 
 
-# One variant per op: the register-heavy LSLU S=3, PVLU, PWLU N=16 (tests/ops.py names).
-VARIANTS = {"lslu": "S3", "pvlu": "random", "pwlu": "N16"}
+# The parameter sets that select different kernel code (tests/ops.py names): LSLU's stage count sets
+# the rows kernels' pack width (S=1 and S=3), PWLU's table size its shared memory (N=16 and N=64).
+VARIANTS = [("lslu", "S1"), ("lslu", "S3"), ("pvlu", "random"), ("pwlu", "N16"), ("pwlu", "N64_realigned")]
 DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
 
 
@@ -191,19 +192,20 @@ class Case:
 
 
 def make_cases(ops, device: torch.device, size: str, dtypes) -> list[Case]:
-    """Every op (its VARIANTS entry) in every layout of ``size`` and dtype, made on ``device``."""
+    """Every op and variant (VARIANTS) in every layout of ``size`` and dtype, made on ``device``."""
+    by_name = {op.name: op for op in ops.OPS}
     out = []
     for dtype_name in dtypes:
         dtype = getattr(torch, dtype_name)
         # Half-type activations come with float32 parameters (mixed precision), as in the tests.
         param_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-        for op in ops.OPS:
+        for name, variant in VARIANTS:
+            op = by_name[name]
             for layout in layouts(size):
-                params = op.make_params(layout.shape[layout.channel_dim], VARIANTS[op.name], dtype=param_dtype,
-                                        device=device)
+                params = op.make_params(layout.shape[layout.channel_dim], variant, dtype=param_dtype, device=device)
                 x = op.make_x(layout.shape, params, layout.channel_dim).to(device, dtype)
                 grad_output = torch.randn(layout.shape, device=device, dtype=dtype)
-                out.append(Case(f"{op.name} {layout.name} {dtype_name}", op, x, params, grad_output,
+                out.append(Case(f"{name} {variant} {layout.name} {dtype_name}", op, x, params, grad_output,
                                 layout.channel_dim))
     return out
 
