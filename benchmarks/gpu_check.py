@@ -37,6 +37,7 @@ budget; SIGINT stops the running steps and records them.
 """
 
 import argparse
+import csv
 import dataclasses
 import datetime
 import json
@@ -363,8 +364,15 @@ def collect(check: Check):
         shutil.copy2(file, check.out / "results" / file.name)
     diff = subprocess.run(["git", "diff", "--", "README.md"], cwd=ROOT, capture_output=True, text=True)
     (check.out / "README.diff").write_text(diff.stdout if diff.returncode == 0 else f"git diff failed: {diff.stderr}")
-    check.say(f"copied {', '.join(f.name for f in written) or 'nothing'} to {check.out / 'results'}; README.diff "
-              f"{len(diff.stdout.splitlines())} lines")
+    rows = []  # rows this run appended (the runner stamps each with its start time)
+    for file in written:
+        if file.suffix == ".csv":
+            with file.open(newline="") as f:
+                rows += [r for r in csv.DictReader(f) if r.get("timestamp", "") >= check.started_at]
+    cases = len({(r["op"], r["dtype"], r["shape"], r["layout"]) for r in rows})
+    check.record(Result("collect", "pass", f"{len(rows)} benchmark rows ({cases} cases) from this run; copied "
+                        f"{', '.join(f.name for f in written) or 'nothing'} to results/; README.diff "
+                        f"{len(diff.stdout.splitlines())} lines", "copies of what the run wrote in the repository"))
 
 
 def main(argv=None):
