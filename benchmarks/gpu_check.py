@@ -37,6 +37,7 @@ budget; SIGINT stops the running steps and records them.
 """
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -254,6 +255,7 @@ class Check:
                     stop(process)
                 if process.poll() is None:
                     continue
+                end_group(process)
                 running.remove(entry)
                 log.close()
                 seconds = time.monotonic() - started
@@ -304,16 +306,18 @@ class Check:
 
 def stop(process: subprocess.Popen):
     """SIGINT to the step's whole process group (pytest and the runner then write what they have), then SIGKILL."""
-    for sig, wait in ((signal.SIGINT, GRACE), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(GRACE)
+    end_group(process)
+    process.wait()
+
+
+def end_group(process: subprocess.Popen):
+    """SIGKILL to whatever is left of a step's process group (compile workers, test workers)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def verdict(step: Step, returncode: int, timed_out: bool, text: str) -> tuple[str, str]:
