@@ -13,11 +13,11 @@ failed, and 77 (printing ``SKIP: reason`` last) when the machine cannot run it.
 Parity is checked with the tests' own helpers (``tests/parity.py``, SPEC.md
 section 3 tolerances) and parameters come from ``tests/ops.py``.
 
-``families`` is what compute-sanitizer runs: every op, forward and backward, in
-the channel (inner > 1) and rows (inner == 1) layouts, packed (sizes a multiple
-of the 16-byte pack, aligned) and scalar (the same sizes one element into a
-storage: packable but misaligned), every dtype, int32 and forced int64
-indexing, on each backend named.
+``families`` is what compute-sanitizer runs: every op (LSLU S=1 and S=3, PVLU,
+PWLU N=16 and N=64), forward and backward, in the channel (inner > 1) and rows
+(inner == 1) layouts, packed (sizes a multiple of the 16-byte pack, aligned) and
+scalar (the same sizes one element into a storage: packable but misaligned),
+every dtype, int32 and forced int64 indexing, on each backend named.
 """
 
 import argparse
