@@ -107,7 +107,7 @@ def plan(args, info: dict) -> list[Step]:
              env={"LSLU_KERNELS_BUILD_CUDA": "0"}, if_failed="build",
              skip="--dry-run: the installed package is used" if dry else ("--no-build" if args.no_build else None)),
         Step("backends", [*driver, "backends", "--expect", *kernels, "reference"], 30,
-             "lk.available_backends() lists the kernel backends (cuda and triton on a GPU)"),
+             "lk.available_backends() lists the kernel backends (cuda and triton on a GPU)", group="checks"),
     ]
     # Graph capture must be the kernels' first use: a Triton cache of its own, new (outside DIR: it is
     # not a result), so that the Triton kernels compile inside the capture whatever ran before.
@@ -130,8 +130,10 @@ def plan(args, info: dict) -> list[Step]:
     ]
     # Every kernel family once, without a sanitizer: one process per dtype, at the same time. On a GPU
     # this also fills the Triton cache that the sanitizer runs then read (no compiling under them).
+    # A dry run takes the Triton interpreter through float32 only (the test suite runs it on all dtypes).
     for dtype in DTYPES:
-        steps.append(Step(f"families_{dtype}", [*driver, "families", "--backends", *kernels, "--dtypes", dtype],
+        backends = ["cpu"] if dry and dtype != "float32" else kernels
+        steps.append(Step(f"families_{dtype}", [*driver, "families", "--backends", *backends, "--dtypes", dtype],
                           120, f"every op, forward and backward, channel and rows layouts, packed and scalar, "
                                f"int32 and int64 indexing, {dtype}, against the float64 reference",
                           group="checks"))
@@ -169,9 +171,10 @@ def plan(args, info: dict) -> list[Step]:
         bench = [PY, "benchmarks/run.py", "--dtypes", "float32", "bfloat16", "--layouts", "nchw", "channels_last",
                  "blc", "--shapes", *BENCH_SHAPES, "--min-time", "0.1"]
     steps += [
+        # On a GPU the benchmark runs alone (it times); a dry run times nothing, so it runs beside the tests.
         Step("bench", bench, 60 if dry else 300,
              "the benchmark subset that judges the GPU targets, each case saved as it finishes",
-             keep=20 if dry else 120),
+             group="sanitizers" if dry else None, keep=20 if dry else 120),
         Step("plot", [PY, "benchmarks/plot.py", *([str(bench_csv), "--out-dir", str(out / "plots")] if dry else [])],
              20, "the plots of the results", keep=20),
         Step("report", [PY, "benchmarks/report.py", *(["--results-dir", str(bench_csv.parent)] if dry
