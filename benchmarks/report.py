@@ -66,6 +66,10 @@ def _speedup(row: dict | None, over: dict | None) -> float | None:
     return float(over["median_ms"]) / float(row["median_ms"])
 
 
+def _times(speedup: float | None) -> str:
+    return "–" if speedup is None else f"{speedup:.2f}×"  # None: the other provider was not run (--providers)
+
+
 def _element_mb(row: dict) -> float:
     """MB of one input-sized tensor of this case."""
     nelements = 1
@@ -92,7 +96,7 @@ def case_table(rows: list[dict], dtype: str, mode: str) -> list[str]:
         for k in kernels:
             over_eager, over_compile = _speedup(get[k], get["eager"]), _speedup(get[k], get["torch.compile"])
             cells.append("–" if get[k] is None else
-                         f"{over_eager:.2f}× / {over_compile:.2f}× / {get[k]['pct_copy_bw']}%")
+                         f"{_times(over_eager)} / {_times(over_compile)} / {get[k]['pct_copy_bw']}%")
         if mode == "forward+backward":
             for column in ("saved_mb", "peak_mb"):
                 cells.append(" / ".join(get[p][column] or "?" if get[p] else "–"
@@ -152,9 +156,14 @@ def target_lines(path: pathlib.Path, rows: list[dict], history: list[dict] = ())
     return lines
 
 
+def _shown(path: pathlib.Path) -> pathlib.Path:
+    """``path`` relative to the repository when inside it (results elsewhere: a dry run's)."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def device_section(path: pathlib.Path) -> list[str]:
     rows = load_latest(path)
-    lines = [f"### {rows[0]['device']}", "", f"`{path.relative_to(ROOT)}`, the latest row of each case, from:", ""]
+    lines = [f"### {rows[0]['device']}", "", f"`{_shown(path)}`, the latest row of each case, from:", ""]
     runs = {}  # one line per run (timestamp) that contributed rows
     for r in rows:
         runs.setdefault(r["timestamp"], [r, 0])[1] += 1
@@ -165,7 +174,7 @@ def device_section(path: pathlib.Path) -> list[str]:
     lines.append("")
     plots = sorted((path.parent / "plots").glob(path.stem + "-*.png"))
     if plots:
-        lines += [" ".join(f"![{p.stem}]({p.relative_to(ROOT)})" for p in plots), ""]
+        lines += [" ".join(f"![{p.stem}]({_shown(p)})" for p in plots), ""]
     with path.open(newline="") as f:
         history = list(csv.DictReader(f))
     targets = target_lines(path, rows, history)
@@ -200,8 +209,12 @@ def readme_section(readme: str) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help=f"replace the section in {README.name}")
+    parser.add_argument("--results-dir", type=pathlib.Path, default=RESULTS_DIR,
+                        help="results CSVs (and plots/) to report on; --write takes the committed ones only")
     args = parser.parse_args(argv)
-    text = section()
+    if args.write and args.results_dir.resolve() != RESULTS_DIR:
+        parser.error("--write replaces the README's section with the committed results only")
+    text = section(args.results_dir)
     if args.write:
         README.write_text(replace_section(README.read_text(), text))
         print(f"wrote the results section of {README}")

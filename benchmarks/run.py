@@ -329,6 +329,7 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit() -> str:
+    """The checkout's commit (+dirty); in a copy of the tree without git, $LSLU_KERNELS_COMMIT if set."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=pathlib.Path(__file__).parent, check=True)
@@ -336,7 +337,7 @@ def git_commit() -> str:
                                text=True, cwd=pathlib.Path(__file__).parent).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("LSLU_KERNELS_COMMIT", "unknown")
 
 
 def results_path(device: torch.device) -> pathlib.Path:
@@ -372,6 +373,10 @@ def main(argv=None):
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None, help="only these dtypes")
     parser.add_argument("--layouts", nargs="+", choices=["nchw", "channels_last", "blc"], default=None,
                         help="only these layouts")
+    parser.add_argument("--shapes", nargs="+", default=None, metavar="AxBx...",
+                        help="only cases of these shapes, written as in the CSV (e.g. 64x256x56x56)")
+    parser.add_argument("--providers", nargs="+", default=None,
+                        help="only these providers, and eager (every speedup is over it)")
     parser.add_argument("--min-time", type=float, default=None, help="seconds to time each measurement")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="CSV to append to (default: per device)")
     parser.add_argument("--no-save", action="store_true", help="print the table only")
@@ -395,10 +400,12 @@ def main(argv=None):
     chosen = [c for c in cases(device, args.quick)
               if (args.ops is None or c.op.label.split()[0] in args.ops)
               and (args.dtypes is None or c.dtype in args.dtypes)
-              and (args.layouts is None or c.layout in args.layouts)]
-    work = [(c, p.name, m) for c in chosen for p in providers(device, c.op) for m in (*MODES, "memory")]
+              and (args.layouts is None or c.layout in args.layouts)
+              and (args.shapes is None or "x".join(map(str, c.shape)) in args.shapes)]
+    work = [(c, p.name, m) for c in chosen for p in providers(device, c.op)
+            if args.providers is None or p.name in (*args.providers, "eager") for m in (*MODES, "memory")]
     if not chosen:
-        raise SystemExit(f"no case on {device.type} matches --ops/--dtypes/--layouts")
+        raise SystemExit(f"no case on {device.type} matches --ops/--dtypes/--layouts/--shapes")
     rows, case_rows = [], []
     baseline_rows = {}  # torch.relu and F.prelu do not depend on the op: measured once per shape
     timed_case = None
