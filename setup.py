@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 
-from pybind11.setup_helpers import Pybind11Extension
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
@@ -143,6 +143,9 @@ def _extensions():
         extensions.append(ext)
     return extensions
 
+
+# The C++ sources of one extension compile in parallel, one job per core (LSLU_KERNELS_BUILD_JOBS to change).
+ParallelCompile("LSLU_KERNELS_BUILD_JOBS", default=0).install()
 
 setup(
     packages=["lslu_kernels", "lslu_kernels.cpp_kernels", "lslu_kernels.triton_kernels"],
