@@ -13,10 +13,6 @@ def make_params(num_stages, channels, *, shared=False, dtype=torch.float32, devi
     return lslu_params(channels, f"S{num_stages}", shared=shared, dtype=dtype, device=device)
 
 
-def check_parity(x, params, channel_dim, backend, label):
-    return parity.check_parity(lk.lslu, x, params, channel_dim, backend, label)
-
-
 def forward_backward(x, params, grad_output, **kwargs):
     return parity.forward_backward(lk.lslu, x, params, grad_output, **kwargs)
 
@@ -30,17 +26,6 @@ def test_identity_at_init(kernel_backend):
     assert torch.equal(y, torch.relu(x.detach())), f"output {y}"
     y.backward(torch.ones_like(y))
     assert torch.equal(x.grad, torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0]], device=device)), f"grad_input {x.grad}"
-
-
-def test_int64_indexing_path(kernel_backend, monkeypatch):
-    """The int64-offset code path (taken above 2**31 elements) computes the same values."""
-    if kernel_backend != "triton":
-        pytest.skip("triton-specific switch")
-    from lslu_kernels.triton_kernels import common
-    monkeypatch.setattr(common, "INT64_THRESHOLD", 0)
-    device = backend_device(kernel_backend)
-    x = torch.randn(3, 7, 5, device=device).to(torch.float64)
-    check_parity(x, make_params(2, 7, dtype=torch.float64, device=device), 1, kernel_backend, "int64 offsets")
 
 
 def test_module(kernel_backend):
