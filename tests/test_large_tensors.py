@@ -8,14 +8,17 @@ minutes, so the input and grad_output repeat one block of ``PERIOD`` values:
   the first elements of every channel and every element past 2**31, against the
   float64 reference of those slices;
 - the parameter gradients sum over every element. Element i of x and grad_output
-  is ``block[i % PERIOD]``, so a channel's float64 gradient is the reference's
-  gradient of a ``(C, PERIOD)`` table of the blocks whose grad_output is weighted
-  by how often each residue occurs in the channel (the gradients are linear in
+  is ``block[i % PERIOD]`` (grad_output times PAST_SCALE from element 2**31 on),
+  so a channel's float64 gradient is the reference's gradient of a ``(C, PERIOD)``
+  table of the blocks whose grad_output is weighted by how often each residue
+  occurs in the channel, and at which scale (the gradients are linear in
   grad_output): exact, whatever the channel's length.
 
 ``PERIOD`` is odd, so no wrap of a power of two elements or bytes (2**31, 2**32)
 maps an element onto one that holds the same values: a kernel that reads or writes
-at a wrapped offset fails the element checks and moves the parameter gradients.
+at a wrapped offset fails the element checks. PAST_SCALE makes the few elements
+past 2**31 weigh enough in the parameter gradients that reading them at wrapped
+offsets moves those past their bounds too.
 The Triton interpreter would take hours at this size; its int64 path is run by the
 forced-int64 parity tests (test_activations.py).
 """
@@ -32,6 +35,9 @@ from lslu_kernels import _backends
 
 NUMEL = 2**31 + 2**20  # 2**20 elements past the first int32 overflow
 PERIOD = 10007  # prime: no power of two is a multiple of it
+# grad_output past 2**31 is scaled by this (exactly, a power of two): 2**20 elements then make ~3% of a
+# channel's parameter gradient, which a wrapped offset changes (1/2000 at scale 1, below the 1e-3 bound).
+PAST_SCALE = 64
 DTYPE = torch.bfloat16
 # x, grad_output and one output-sized tensor, and room for the float64 slices and the reference's temporaries.
 NEEDED_BYTES = 3 * NUMEL * DTYPE.itemsize + 2 * 2**30
@@ -60,10 +66,10 @@ class Layout:
         return c, self.channels, self.shape[0]  # (rows, C): one element of every row
 
     def checked_slices(self) -> list[tuple[slice, ...]]:
-        """Index tuples of the element-checked parts: the head of every channel, and a tail that holds
-        every element past 2**31 (and the BELOW elements before them)."""
+        """Index tuples of the element-checked parts: the first elements of every channel, and a tail that
+        holds every element past 2**31 (and the BELOW elements before them)."""
         past = NUMEL - 2**31 + BELOW
-        if len(self.shape) == 3:  # the tail of every channel; channel C-1's tail is the flat tail
+        if len(self.shape) == 3:  # the tail of every channel (slices keep every channel, for the parameters)
             inner = self.shape[2]
             return [(slice(None), slice(None), slice(0, 4096)), (slice(None), slice(None), slice(inner - past, inner))]
         rows = self.shape[0]
@@ -91,6 +97,13 @@ def residue_counts(first: int, step: int, count: int) -> torch.Tensor:
     residues = (first + torch.arange(PERIOD, dtype=torch.int64) * step) % PERIOD
     counts = whole * torch.bincount(residues, minlength=PERIOD) + torch.bincount(residues[:rest], minlength=PERIOD)
     return counts.to(torch.float64)
+
+
+def grad_output_weights(first: int, step: int, count: int) -> torch.Tensor:
+    """The grad_output weight of each residue in the elements first + k * step, k < count: how often it
+    occurs below 2**31, plus PAST_SCALE times how often it occurs from 2**31 on."""
+    below = min(count, max(0, -(-(2**31 - first) // step)))  # elements below 2**31
+    return residue_counts(first, step, below) + PAST_SCALE * residue_counts(first + below * step, step, count - below)
 
 
 def fill_periodic(out: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
@@ -182,7 +195,9 @@ def test_more_than_2_31_elements(buffers, backend, op, layout):
     x_block, g_block = input_block(op, params), torch.randn(PERIOD).to(DTYPE)
     x_flat, g_flat = buffers(device)  # skips when memory is short
     x = fill_periodic(x_flat, x_block).view(layout.shape)
-    g = fill_periodic(g_flat, g_block).view(layout.shape)
+    g = fill_periodic(g_flat, g_block)
+    g[2**31:] *= PAST_SCALE
+    g = g.view(layout.shape)
     slices = layout.checked_slices()
     # Float64 reference of the checked slices: outputs, grad_input, and PVLU's size of grad_input's terms.
     references = []
@@ -202,11 +217,11 @@ def test_more_than_2_31_elements(buffers, backend, op, layout):
         assert_elementwise(grads[0][index], grad_input_ref, DTYPE, f"{label}: grad_input at {index}", terms=terms)
 
     # Every element's parameter gradients: the blocks as a (C, PERIOD) table, grad_output weighted by the
-    # number of times each residue occurs in the channel.
-    counts = torch.stack([residue_counts(*layout.channel_elements(c)) for c in range(C)])
-    assert int(counts.sum()) == NUMEL
+    # number of times each residue occurs in the channel, and at which scale.
+    weights = torch.stack([grad_output_weights(*layout.channel_elements(c)) for c in range(C)])
+    assert weights.sum().item() == 2**31 + PAST_SCALE * (NUMEL - 2**31)
     x_table = x_block.to(torch.float64).expand(C, PERIOD).to(device)
-    g_table = (g_block.to(torch.float64)[None, :] * counts).to(device)
+    g_table = (g_block.to(torch.float64)[None, :] * weights).to(device)
     _, table_grads = reference_float64(op.fn, x_table, params, g_table, 0)
     for name, p, g_param, g_ref in zip(op.fn.param_names, params, grads[1:], table_grads[1:]):
         assert_reduction(g_param, g_ref, DTYPE, p.dtype, f"{label}: grad_{name}")
