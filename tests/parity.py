@@ -56,14 +56,17 @@ LAYOUTS = [
 
 # Sizes whose elements the CUDA kernels move in packs of up to 16 bytes, for every dtype: rows of
 # C % 8 == 0 channels (inner == 1; csrc/cuda/*.cu rows_pack) and channel rows of inner % 8 == 0
-# elements (channel_pack). Triton vectorizes where C or inner is a multiple of 16 (it specializes
-# integer arguments on that). Each has a twin one element past a 16-byte boundary: the same sizes
-# and strides, which must take the scalar fallback.
+# elements (channel_pack). Triton vectorizes only where C (inner == 1) or inner is a multiple of 16,
+# the divisibility it specializes integer arguments on: channels_last_c64 and nchw_8x8 (C = 72, C = 8
+# and inner = 24 compile to one-element accesses). Each has a twin one element past a 16-byte
+# boundary: the same sizes and strides, which must take the scalar fallback (Triton: without the
+# pointer's 16-byte divisibility, one-element accesses).
 PACKED_LAYOUTS = [
     ("channels_last_c64", (2, 64, 3, 5), 1, _channels_last),  # one full 64-channel tile of the CUDA rows kernels
     ("blc_c72", (2, 5, 72), -1, _contiguous),  # a full tile and one of 8 channels
-    ("blc_c8", (3, 7, 8), -1, _contiguous),  # a tile narrower than a warp's row
-    ("nchw_8x8", (2, 3, 8, 8), 1, _contiguous),  # inner = 64: a multiple of 16 too (Triton's divisibility)
+    ("blc_c8", (3, 7, 8), -1, _contiguous),  # an 8-channel tile: one warp spans several rows
+    # inner = 64, a multiple of 16 too; 8 channels make Triton's tile 1024 elements, 8 per thread (16 bytes in bf16)
+    ("nchw_8x8", (2, 8, 8, 8), 1, _contiguous),
     ("nchw_4x6", (2, 5, 4, 6), 1, _contiguous),  # inner = 24
 ]
 LAYOUTS += PACKED_LAYOUTS + [(f"{name}_misaligned", shape, channel_dim, _one_element_past_alignment(change))
