@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ops import OPS
 from parity import DTYPES, GRADCHECK_LAYOUTS, LAYOUTS, PACKED_LAYOUTS, check_parity, forward_backward
 
-from lslu_kernels import _layout, cpp_kernels
+from lslu_kernels import _backends, _layout, cpp_kernels
 
 PARITY_CASES = [(op, variant) for op in OPS for variant in op.variants]
 
@@ -53,7 +53,7 @@ INT64_SWITCH_BACKENDS = [b for b in KERNEL_BACKENDS if b in ("cuda", "triton")]
 # In the interpreter, one dtype of each pack width that most sizes reach (4 and 2 bytes) and per-channel
 # parameters (shared ones change no offset); long_rows adds only the cpu backend's chunking, and costs
 # 10 s a case there. On a GPU, everything.
-_INTERPRETED = not torch.cuda.is_available()
+_INTERPRETED = _backends.triton_interpreter_on()
 INT64_DTYPES = [torch.float32, torch.bfloat16] if _INTERPRETED else DTYPES
 INT64_SHARED = [False] if _INTERPRETED else [False, True]
 INT64_LAYOUTS = [case for case in LAYOUTS if not (_INTERPRETED and case[0] == "long_rows")]
