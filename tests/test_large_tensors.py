@@ -150,8 +150,9 @@ def input_block(op, params) -> torch.Tensor:
 
 
 def _skip_unless_memory(device: torch.device, needed: int):
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
+    if device.type == "cuda":  # free on the device, and what torch's caching allocator holds unused
+        free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) \
+            - torch.cuda.memory_allocated(device)
         where = "GPU memory free"
     else:
         with open("/proc/meminfo") as meminfo:
