@@ -35,8 +35,9 @@ from lslu_kernels import _backends
 
 NUMEL = 2**31 + 2**20  # 2**20 elements past the first int32 overflow
 PERIOD = 10007  # prime: no power of two is a multiple of it
-# grad_output past 2**31 is scaled by this (exactly, a power of two): 2**20 elements then make ~3% of a
-# channel's parameter gradient, which a wrapped offset changes (1/2000 at scale 1, below the 1e-3 bound).
+# grad_output past 2**31 is scaled by this (exactly, a power of two): its 2**20 elements then make 3-9% of
+# a channel's parameter gradients, which reading them at wrapped offsets changes by a few percent (at
+# scale 1, by ~1e-3: the bound itself).
 PAST_SCALE = 64
 DTYPE = torch.bfloat16
 # x, grad_output and one output-sized tensor, and room for the float64 slices and the reference's temporaries.
@@ -119,7 +120,7 @@ def _near_a_kink(op, block: torch.Tensor, params) -> torch.Tensor:
     """Where a float32 kernel and the float64 reference could take different sides of a kink of
     some channel (an LSLU stage's relu at h ~ 0, a PWLU knot); (PERIOD,) bool.
 
-    Every value of the block occurs ~2**31 / PERIOD times in every channel, so one
+    Every value of the block occurs ~2**31 / (C * PERIOD) times in every channel, so one
     value on the wrong side of a kink would move a parameter gradient past its bound
     by itself. x = 0 is exact in every precision (the relu of LSLU and PVLU).
     """
