@@ -25,6 +25,18 @@ def _storage_offset(t):  # dense, but starts one row into its storage
     return t[1:]
 
 
+def _one_element_past_alignment(change_layout):
+    """``change_layout``, then the same values and strides in a storage that starts one element
+    past a 16-byte boundary: packable by its sizes, not by its address (the scalar fallback)."""
+    def change(t):
+        t = change_layout(t)
+        storage = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+        moved = storage[1:].as_strided(t.shape, t.stride())  # keeps storage offset 1
+        assert moved.data_ptr() % 16 != 0
+        return moved.copy_(t)
+    return change
+
+
 # (id, shape before the layout change, channel_dim, layout change)
 LAYOUTS = [
     ("nchw", (2, 5, 7, 3), 1, _contiguous),
@@ -42,6 +54,24 @@ LAYOUTS = [
     ("storage_offset", (4, 6, 5), 1, _storage_offset),
 ]
 
+# Sizes whose elements the CUDA kernels move in packs of up to 16 bytes, for every dtype: rows of
+# C % 8 == 0 channels (inner == 1; csrc/cuda/*.cu rows_pack) and channel rows of inner % 8 == 0
+# elements (channel_pack). Triton vectorizes only where C (inner == 1) or inner is a multiple of 16,
+# the divisibility it specializes integer arguments on: channels_last_c64 and nchw_8x8 (C = 72, C = 8
+# and inner = 24 compile to one-element accesses). Each has a twin one element past a 16-byte
+# boundary: the same sizes and strides, which must take the scalar fallback (Triton: without the
+# pointer's 16-byte divisibility, one-element accesses).
+PACKED_LAYOUTS = [
+    ("channels_last_c64", (2, 64, 3, 5), 1, _channels_last),  # one full 64-channel tile of the CUDA rows kernels
+    ("blc_c72", (2, 5, 72), -1, _contiguous),  # a full tile and one of 8 channels
+    ("blc_c8", (3, 7, 8), -1, _contiguous),  # an 8-channel tile: one warp spans several rows
+    # inner = 64, a multiple of 16 too; 8 channels make Triton's tile 1024 elements, 8 per thread (16 bytes in bf16)
+    ("nchw_8x8", (2, 8, 8, 8), 1, _contiguous),
+    ("nchw_4x6", (2, 5, 4, 6), 1, _contiguous),  # inner = 24
+]
+LAYOUTS += PACKED_LAYOUTS + [(f"{name}_misaligned", shape, channel_dim, _one_element_past_alignment(change))
+                             for name, shape, channel_dim, change in PACKED_LAYOUTS]
+
 
 # Small shapes: gradcheck runs one backward per output element.
 GRADCHECK_LAYOUTS = [
@@ -52,8 +82,12 @@ GRADCHECK_LAYOUTS = [
 
 
 def forward_backward(op, x, params, grad_output, **kwargs):
-    """Output and gradients of ``op`` (e.g. ``lk.lslu``) at (x, *params), all leaves of a fresh graph."""
-    leaves = [t.detach().clone().requires_grad_() for t in (x, *params)]
+    """Output and gradients of ``op`` (e.g. ``lk.lslu``) at (x, *params), all leaves of a fresh graph.
+
+    The leaves share the tensors' memory (no clone): a clone would start a new, aligned storage and
+    the misaligned layouts would never reach the kernels misaligned. Nothing writes into them.
+    """
+    leaves = [t.detach().requires_grad_() for t in (x, *params)]
     y = op(*leaves, **kwargs)
     y.backward(grad_output)
     return y.detach(), [t.grad for t in leaves]

@@ -10,9 +10,9 @@ from conftest import CPU_ISAS, KERNEL_BACKENDS, backend_device, cpu_isa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ops import OPS
-from parity import DTYPES, GRADCHECK_LAYOUTS, LAYOUTS, check_parity, forward_backward
+from parity import DTYPES, GRADCHECK_LAYOUTS, LAYOUTS, PACKED_LAYOUTS, check_parity, forward_backward
 
-from lslu_kernels import cpp_kernels
+from lslu_kernels import _backends, _layout, cpp_kernels
 
 PARITY_CASES = [(op, variant) for op in OPS for variant in op.variants]
 
@@ -27,21 +27,60 @@ def _param_dtype(x_dtype):
     return torch.float32 if x_dtype in (torch.float16, torch.bfloat16) else x_dtype
 
 
+def _check_parity_case(backend, case, layout, dtype, shared):
+    op, variant = case
+    name, shape, channel_dim, change_layout = layout
+    device = backend_device(backend)
+    params = op.make_params(shape[channel_dim], variant, shared=shared, dtype=_param_dtype(dtype), device=device)
+    x = change_layout(op.make_x(shape, params, channel_dim).to(device, dtype))
+    y = check_parity(op.fn, x, params, channel_dim, backend, f"{op} {variant} {backend} {name} {dtype}",
+                     grad_input_scale=op.grad_input_scale)
+    expected = torch.empty_like(x) if name != "strided" else torch.empty(x.shape)
+    assert y.stride() == expected.stride(), f"output strides {y.stride()} for input strides {x.stride()}"
+
+
 @pytest.mark.parametrize("shared", [False, True], ids=["per_channel", "shared"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS, ids=[case[0] for case in LAYOUTS])
 @pytest.mark.parametrize("case", PARITY_CASES, ids=[f"{op}-{variant}" for op, variant in PARITY_CASES])
 def test_parity(kernel_backend_each_level, case, layout, dtype, shared):
-    kernel_backend = kernel_backend_each_level
-    op, variant = case
-    name, shape, channel_dim, change_layout = layout
-    device = backend_device(kernel_backend)
-    params = op.make_params(shape[channel_dim], variant, shared=shared, dtype=_param_dtype(dtype), device=device)
-    x = change_layout(op.make_x(shape, params, channel_dim).to(device, dtype))
-    y = check_parity(op.fn, x, params, channel_dim, kernel_backend, f"{op} {variant} {kernel_backend} {name} {dtype}",
-                     grad_input_scale=op.grad_input_scale)
-    expected = torch.empty_like(x) if name != "strided" else torch.empty(x.shape)
-    assert y.stride() == expected.stride(), f"output strides {y.stride()} for input strides {x.stride()}"
+    _check_parity_case(kernel_backend_each_level, case, layout, dtype, shared)
+
+
+# The forced-int64 run: the GPU backends index with int32 below 2**31 elements, so without the switch
+# their int64 code runs only in test_large_tensors.py. The cpu kernels index with int64 at every size.
+INT64_SWITCH_BACKENDS = [b for b in KERNEL_BACKENDS if b in ("cuda", "triton")]
+# In the interpreter, one dtype of each pack width that most sizes reach (4 and 2 bytes) and per-channel
+# parameters (shared ones change no offset); long_rows adds only the cpu backend's chunking, and costs
+# 10 s a case there. On a GPU, everything.
+_INTERPRETED = _backends.triton_interpreter_on()
+INT64_DTYPES = [torch.float32, torch.bfloat16] if _INTERPRETED else DTYPES
+INT64_SHARED = [False] if _INTERPRETED else [False, True]
+INT64_LAYOUTS = [case for case in LAYOUTS if not (_INTERPRETED and case[0] == "long_rows")]
+
+
+def force_int64(backend, monkeypatch):
+    """Make ``backend`` index with int64 at every size."""
+    if backend == "triton":
+        from lslu_kernels.triton_kernels import common  # imports triton: only where it is a backend
+
+        monkeypatch.setattr(common, "INT64_THRESHOLD", 0)
+    elif backend == "cuda":
+        # raising=False until cpp_kernels.FORCE_INT64 lands (issue 11, item 3); then drop it, so that
+        # a renamed switch fails here instead of testing the int32 path twice.
+        monkeypatch.setattr(cpp_kernels, "FORCE_INT64", True, raising=False)
+    else:
+        raise AssertionError(f"{backend} has no index-type switch")
+
+
+@pytest.mark.parametrize("shared", INT64_SHARED, ids=lambda shared: "shared" if shared else "per_channel")
+@pytest.mark.parametrize("dtype", INT64_DTYPES, ids=str)
+@pytest.mark.parametrize("layout", INT64_LAYOUTS, ids=[case[0] for case in INT64_LAYOUTS])
+@pytest.mark.parametrize("case", PARITY_CASES, ids=[f"{op}-{variant}" for op, variant in PARITY_CASES])
+@pytest.mark.parametrize("backend", INT64_SWITCH_BACKENDS)
+def test_parity_forced_int64(monkeypatch, backend, case, layout, dtype, shared):
+    force_int64(backend, monkeypatch)
+    _check_parity_case(backend, case, layout, dtype, shared)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
@@ -201,3 +240,45 @@ def test_backward_keeps_only_the_input(kernel_backend, op):
     assert len(large) == 1 and large[0] is x, f"input-sized tensors saved: {[tuple(t.shape) for t in large]}"
     assert sum(t.numel() for t in saved) == x.numel() + sum(p.numel() for p in params), \
         f"saved tensors {[tuple(t.shape) for t in saved]}, expected x and the parameters"
+
+
+@pytest.mark.parametrize("layout", PACKED_LAYOUTS, ids=[case[0] for case in PACKED_LAYOUTS])
+def test_packed_layouts_are_packable(layout):
+    """The packed layouts have the sizes of the 16-byte paths, their twins only a misaligned address."""
+    name, shape, channel_dim, change_layout = layout
+    twin = next(case for case in LAYOUTS if case[0] == f"{name}_misaligned")
+    for dtype in DTYPES:
+        x = change_layout(torch.randn(shape).to(dtype))
+        moved = twin[3](torch.randn(shape).to(dtype))
+        outer, channels, inner = _layout.channel_view(_layout.dense(x), channel_dim % x.dim())
+        assert (channels if inner == 1 else inner) % 8 == 0, f"{name}: (outer, C, inner) = {(outer, channels, inner)}"
+        assert x.data_ptr() % 16 == 0, f"{name} {dtype}: not 16-byte aligned"
+        assert _layout.dense(moved) is moved and moved.stride() == x.stride(), f"{name}_misaligned: strides differ"
+        assert moved.data_ptr() % 16 == dtype.itemsize, f"{name}_misaligned {dtype}: not one element past 16 bytes"
+
+
+@pytest.mark.parametrize("layout", [case for case in LAYOUTS if case[0].endswith(("_misaligned", "storage_offset"))],
+                         ids=lambda case: case[0])
+def test_offset_layouts_reach_the_kernels_with_their_offset(monkeypatch, layout):
+    """The parity checks hand the kernels x and grad_output at the layout's own address (no aligned copy)."""
+    seen = []
+    kernels = _backends.kernels
+
+    def spying(backend, op_name):
+        forward, backward = kernels(backend, op_name)
+
+        def spy_forward(x, *args, **kwargs):
+            seen.append(("forward x", x.data_ptr() % 16))
+            return forward(x, *args, **kwargs)
+
+        def spy_backward(grad_output, x, *args, **kwargs):
+            seen.append(("backward x", x.data_ptr() % 16))
+            return backward(grad_output, x, *args, **kwargs)
+
+        return spy_forward, spy_backward
+
+    monkeypatch.setattr(_backends, "kernels", spying)
+    backend = KERNEL_BACKENDS[0] if KERNEL_BACKENDS else pytest.skip("no kernel backend built")
+    _check_parity_case(backend, (OPS[0], OPS[0].variants[0]), layout, torch.float32, False)
+    assert [what for what, _ in seen] == ["forward x", "backward x"], seen
+    assert all(offset != 0 for _, offset in seen), f"{layout[0]}: the kernels saw 16-byte-aligned x: {seen}"

@@ -5,18 +5,12 @@ import pytest
 import torch
 from conftest import KERNEL_BACKENDS, backend_device
 from ops import lslu_params
-from parity import assert_elementwise
 
 import lslu_kernels as lk
-from lslu_kernels import reference
 
 
 def make_params(num_stages, channels, *, shared=False, dtype=torch.float32, device="cpu"):
     return lslu_params(channels, f"S{num_stages}", shared=shared, dtype=dtype, device=device)
-
-
-def check_parity(x, params, channel_dim, backend, label):
-    return parity.check_parity(lk.lslu, x, params, channel_dim, backend, label)
 
 
 def forward_backward(x, params, grad_output, **kwargs):
@@ -32,28 +26,6 @@ def test_identity_at_init(kernel_backend):
     assert torch.equal(y, torch.relu(x.detach())), f"output {y}"
     y.backward(torch.ones_like(y))
     assert torch.equal(x.grad, torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0]], device=device)), f"grad_input {x.grad}"
-
-
-def test_int64_indexing_path(kernel_backend, monkeypatch):
-    """The int64-offset code path (taken above 2**31 elements) computes the same values."""
-    if kernel_backend != "triton":
-        pytest.skip("triton-specific switch")
-    from lslu_kernels.triton_kernels import common
-    monkeypatch.setattr(common, "INT64_THRESHOLD", 0)
-    device = backend_device(kernel_backend)
-    x = torch.randn(3, 7, 5, device=device).to(torch.float64)
-    check_parity(x, make_params(2, 7, dtype=torch.float64, device=device), 1, kernel_backend, "int64 offsets")
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU with ~20 GB free")
-def test_more_than_2_31_elements(kernel_backend):
-    device = backend_device(kernel_backend)
-    x = torch.randn(2, 2**30 + 3, device=device, dtype=torch.bfloat16)
-    theta, omega = make_params(3, 2, device=device)
-    y = lk.lslu(x, theta, omega, backend=kernel_backend)
-    for part in (slice(0, 4096), slice(2**30 - 4096, 2**30 + 3)):
-        assert_elementwise(y[:, part], reference.lslu(x[:, part].double(), theta.double(), omega.double()),
-                           x.dtype, f"output columns {part}")
 
 
 def test_module(kernel_backend):
