@@ -2,7 +2,7 @@
 
     python benchmarks/gate_triton.py            # compile, print the kernels that miss the bar, write the CSV
     python benchmarks/gate_triton.py --no-write # the same without writing benchmarks/results/gate-triton.csv
-    python benchmarks/gate_triton.py --only "lslu S=8 backward"   # one kernel family (not written)
+    python benchmarks/gate_triton.py --only "lslu S=8 backward" --out x.csv  # one kernel family
 
 How a launch is reproduced without a GPU:
 
@@ -428,20 +428,23 @@ def worker(out: pathlib.Path, jobs: int, only: str | None) -> None:
     rows, distinct = [], {}
     for case in cases(only):
         for target, limits in TARGETS.items():
-            for launch in capture(case, limits["sms"]):
+            launches = capture(case, limits["sms"])
+            for launch in launches:
                 key = _specialization_key(launch, limits["arch"])
                 distinct.setdefault(key, (launch, target))
-                rows.append((case, target, launch, key))
+                # A host function that launches several kernels gets one row per kernel.
+                name = case.kernel if len(launches) == 1 else f"{case.kernel} ({launch['name']})"
+                rows.append((case, name, target, launch, key))
     captured = time.time()
     keys = list(distinct)
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         results = dict(zip(keys, pool.map(_compile_job, [distinct[k] for k in keys])))
     table = []
-    for case, target, launch, key in rows:
+    for case, name, target, launch, key in rows:
         result = results[key]
         misses = judge(case, result)
         table.append(dict(
-            kernel=case.kernel, target=target, dtype=case.dtype, layout=case.layout_name,
+            kernel=name, target=target, dtype=case.dtype, layout=case.layout_name,
             shape="x".join(map(str, case.shape)), index=launch["index"],
             num_warps=result.get("num_warps", ""), registers=result.get("registers", ""),
             spill_bytes=result.get("spill_bytes", ""), shared_bytes=result.get("shared_bytes", ""),
@@ -466,8 +469,8 @@ def run_gate(jobs: int | None = None, only: str | None = None) -> dict:
         env["TRITON_CACHE_DIR"] = str(pathlib.Path(tmp) / "triton-cache")
         out = pathlib.Path(tmp) / "rows.json"
         start = time.time()
-        done = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", str(out),
-                               "--jobs", str(jobs)] + (["--only", only] if only else []), env=env, capture_output=True, text=True)
+        command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", str(out), "--jobs", str(jobs)]
+        done = subprocess.run(command + (["--only", only] if only else []), env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"the gate's compile subprocess failed (exit {done.returncode}):\n"
                                f"{done.stderr[-4000:]}")
@@ -493,7 +496,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(ROOT)}")
     parser.add_argument("--jobs", type=int, default=None, help="compile processes (default: CPUs, at most 4)")
-    parser.add_argument("--only", help="only the kernels whose name contains this (implies --no-write)")
+    parser.add_argument("--only", help="only the kernels whose name contains this (not written unless --out)")
+    parser.add_argument("--out", type=pathlib.Path, default=None, help=f"CSV to write (default {RESULTS.name})")
     parser.add_argument("--worker", type=pathlib.Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -506,9 +510,10 @@ def main(argv=None):
     print(f"{len(rows)} rows, {report['compiled']} distinct compiles (triton {report['triton']}): "
           f"{len(rows) - len(missed)} meet the bar, {len(missed)} miss it; capture {report['capture_s']:.1f} s, "
           f"compile {report['compile_s']:.1f} s, total {report['total_s']:.1f} s")
-    if not args.no_write and not args.only:
-        write_csv(rows)
-        print(f"wrote {RESULTS.relative_to(ROOT)}")
+    if args.out or not (args.no_write or args.only):
+        out = args.out or RESULTS
+        write_csv(rows, out)
+        print(f"wrote {out}")
     return 1 if missed else 0
 
 

@@ -37,7 +37,8 @@ def test_every_kernel_compiles_and_meets_the_bar(gate_report):
 
 
 def test_the_matrix_covers_every_op_direction_dtype_layout_and_target(gate_report):
-    got = {(r["kernel"], r["target"], r["dtype"], r["layout"], r["shape"]) for r in gate_report["rows"]}
+    # A host function that launches several kernels names each: "<op> <direction> (<kernel>)".
+    got = {(r["kernel"].split(" (")[0], r["target"], r["dtype"], r["layout"], r["shape"]) for r in gate_report["rows"]}
     for case in gate.cases():
         for target in gate.TARGETS:
             key = (case.kernel, target, case.dtype, case.layout_name, "x".join(map(str, case.shape)))

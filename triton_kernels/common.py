@@ -80,17 +80,15 @@ def compute_type(x: torch.Tensor):
     return tl.float64 if x.dtype == torch.float64 else tl.float32
 
 
-def tile_config(outer: int, C: int, inner: int, numel: int, max_block_c: int = TILE_ELEMENTS,
-                tile_elements: int = TILE_ELEMENTS) -> dict:
-    """Tile shape and grid sizes for an ``(outer, C, inner)`` view: tiles of at most ``tile_elements``
-    elements and ``max_block_c`` channels.
+def tile_config(outer: int, C: int, inner: int, numel: int, max_block_c: int = TILE_ELEMENTS) -> dict:
+    """Tile shape and grid sizes for an ``(outer, C, inner)`` view, with at most ``max_block_c`` channels per tile.
 
     ``RUN_MULTIPLE_C`` / ``RUN_MULTIPLE_I`` (for :func:`tile_offsets`): the largest power of two up to 16
     dividing the length of the contiguous runs, ``C`` when channels are innermost, else ``inner``.
     """
-    block_i = min(triton.next_power_of_2(inner), tile_elements)
-    block_c = min(triton.next_power_of_2(C), max(1, tile_elements // block_i), max_block_c)
-    block_o = min(triton.next_power_of_2(outer), max(1, tile_elements // (block_i * block_c)))
+    block_i = min(triton.next_power_of_2(inner), TILE_ELEMENTS)
+    block_c = min(triton.next_power_of_2(C), max(1, TILE_ELEMENTS // block_i), max_block_c)
+    block_o = min(triton.next_power_of_2(outer), max(1, TILE_ELEMENTS // (block_i * block_c)))
     n_i_blocks = triton.cdiv(inner, block_i)
     return dict(
         BLOCK_O=block_o, BLOCK_C=block_c, BLOCK_I=block_i,

@@ -8,15 +8,13 @@ from .._layout import sum_partials
 from ..reference import compute_dtype
 from .common import compute_type, reduction_programs, relu, tile_config, tile_offsets
 
-
 # Backward programs run this many warps: the tile's values per thread halve against 4 warps.
 BACKWARD_WARPS = 8
 # The backward's per-stage sums ([S_POW2, channels of a tile], two of them) stay in registers: at most this many
 # values each, so tiles of many channels (channels-last, (B, L, C)) take fewer channels and more rows.
 STAGE_SUM_ELEMENTS = 1024
-BACKWARD_TILE_ELEMENTS = 2048
 # Without a register limit, ptxas fits some of these kernels into 64 registers (sm_80) and spills a few bytes;
-# told it may use 96 it uses 72-80 and spills nothing. 96 registers still leave 2 blocks of 8 warps per SM (25%).
+# told it may use 96, it uses 72-96 and spills nothing. 96 registers still leave 2 blocks of 8 warps per SM (25%).
 BACKWARD_MAX_REGISTERS = 96
 
 
@@ -114,8 +112,7 @@ def lslu_backward(grad_output, x, theta, omega, *, outer, C, inner):
     grad_x = torch.empty_like(x)
     S = theta.shape[0]
     s_pow2 = triton.next_power_of_2(S)
-    cfg = tile_config(outer, C, inner, x.numel(), max_block_c=max(1, STAGE_SUM_ELEMENTS // s_pow2),
-                      tile_elements=BACKWARD_TILE_ELEMENTS)
+    cfg = tile_config(outer, C, inner, x.numel(), max_block_c=max(1, STAGE_SUM_ELEMENTS // s_pow2))
     n_programs = reduction_programs(x.device, cfg["n_tiles"], cfg["n_c_blocks"])
     partial_dtype = compute_dtype(x)
     dtheta_partial = torch.empty((n_programs, S, C), dtype=partial_dtype, device=x.device)

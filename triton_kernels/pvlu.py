@@ -13,7 +13,6 @@ from .._layout import sum_partials
 from ..reference import compute_dtype
 from .common import channel_stride, compute_type, load_channel, reduction_programs, relu, tile_config, tile_offsets
 
-
 # Backward programs run this many warps: sin and cos of each element (libdevice's accurate ones) and the tile's
 # values spill with 4 warps (16 elements per thread) in channels-last and (B, L, C) tiles.
 BACKWARD_WARPS = 8
