@@ -275,16 +275,21 @@ class _Pointer:
 
 
 def _specialization_key(launch: dict, arch: int) -> str:
-    """What Triton's compile key depends on: pointer dtypes and 16-byte alignment, integers' ``== 1``,
-    ``% 16`` and width, constexprs and options."""
-    def key(value):
+    """What Triton's compile key depends on: constexprs and options by value; pointers by dtype and 16-byte
+    alignment; other integers by ``== 1``, ``% 16 == 0`` and width."""
+    module = sys.modules.get(launch["module"]) or __import__(launch["module"], fromlist=["_"])
+    constexpr = {p.name for p in getattr(module, launch["name"]).params if p.is_constexpr}
+    names = list(getattr(module, launch["name"]).arg_names)
+
+    def key(name, value):
         if isinstance(value, TensorArg):
             return ("ptr", value.dtype, value.address % 16 == 0)
-        if isinstance(value, bool) or not isinstance(value, int):
+        if name in constexpr or name not in names or isinstance(value, bool) or not isinstance(value, int):
             return ("value", repr(value))
         return ("int", value == 1, value % 16 == 0, -2**31 <= value < 2**31)
-    return json.dumps([launch["module"], launch["name"], arch, [key(a) for a in launch["args"]],
-                       sorted((k, key(v)) for k, v in launch["kwargs"].items())], default=str)
+    return json.dumps([launch["module"], launch["name"], arch,
+                       [key(n, a) for n, a in zip(names, launch["args"])],
+                       sorted((k, key(k, v)) for k, v in launch["kwargs"].items())], default=str)
 
 
 def _tool(name: str) -> str:
