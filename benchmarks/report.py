@@ -47,8 +47,55 @@ def load_latest(path: pathlib.Path) -> list[dict]:
 
 
 def result_files(results_dir: pathlib.Path = RESULTS_DIR) -> list[pathlib.Path]:
-    """CPU first, then GPUs by name."""
-    return sorted(results_dir.glob("*.csv"), key=lambda p: (not p.name.startswith("cpu-"), p.name))
+    """Benchmark results: CPU first, then GPUs by name (the static gate's tables are not benchmarks)."""
+    return sorted((p for p in results_dir.glob("*.csv") if p.name not in GATE_FILES),
+                  key=lambda p: (not p.name.startswith("cpu-"), p.name))
+
+
+# The static GPU gate's tables (benchmarks/gate_triton.py and the CUDA extension's gate), one row per
+# compiled kernel, target, dtype, layout and shape.
+GATE_FILES = {"gate-triton.csv": "Triton", "gate-cuda.csv": "CUDA"}
+GATE_BAR_DTYPES = ("float16", "bfloat16", "float32")  # float64 only has to compile
+
+
+def _kernel_family(kernel: str) -> str:
+    """A kernel's family in the gate summary: its name without template arguments."""
+    return kernel.split("<")[0].strip()
+
+
+def gate_section(results_dir: pathlib.Path = RESULTS_DIR) -> list[str]:
+    """Per backend and kernel family: the worst of each gate measure, and how many kernels meet the bar."""
+    tables = [(results_dir / name, backend) for name, backend in GATE_FILES.items() if (results_dir / name).exists()]
+    if not tables:
+        return []
+    lines = ["### Static GPU gate", "",
+             "Every kernel compiled for sm_80 and sm_90 with the arguments its host code passes on a GPU, no GPU "
+             "needed (`python benchmarks/gate_triton.py`). The bar, for float16, bfloat16 and float32: no spill "
+             "or local memory, 128-bit element accesses where shape and alignment allow them (narrower ones are "
+             "the misaligned inputs and runs that are no multiple of 16 bytes), theoretical occupancy ≥ 25%; "
+             "float64 only has to compile. Per kernel family, over its targets, layouts and shapes; registers, "
+             "spills, access widths and occupancy of the float16/bfloat16/float32 rows:", "",
+             "| backend | kernel | compiled | max registers | max spill bytes | element access bits | "
+             "min occupancy | meet the bar |", "|---|---|---|---|---|---|---|---|"]
+    for path, backend in tables:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        families = {}
+        for r in rows:
+            families.setdefault(_kernel_family(r["kernel"]), []).append(r)
+        for family, group in families.items():
+            compiled = [r for r in group if r["registers"] != ""]
+            judged = [r for r in compiled if r["dtype"] in GATE_BAR_DTYPES]
+            widths = [int(r["widest_access_bits"]) for r in judged]
+            cells = [backend, family, f"{len(compiled)}/{len(group)}",
+                     str(max((int(r["registers"]) for r in judged), default="–")),
+                     str(max((int(r["spill_bytes"]) for r in judged), default="–")),
+                     f"{min(widths)}–{max(widths)}" if widths else "–",
+                     f"{min(float(r['occupancy']) for r in judged):.0%}" if judged else "–",
+                     f"{sum(r['meets_bar'] == 'yes' for r in group)}/{len(group)}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    files = ", ".join(f"`benchmarks/results/{path.name}`" for path, _ in tables)
+    return lines + ["", f"Every compiled kernel's row: {files}.", ""]
 
 
 def kernel_providers(rows: list[dict]) -> list[str]:
@@ -194,6 +241,7 @@ def section(results_dir: pathlib.Path = RESULTS_DIR) -> str:
              "the autograd graph keeps for backward.", ""]
     for path in result_files(results_dir):
         lines += device_section(path)
+    lines += gate_section(results_dir)
     return "\n".join(lines + [END])
 
 

@@ -84,3 +84,26 @@ def test_gpu_targets_are_judged_per_kernel_backend_at_64_mb_and_more(tmp_path):
     assert by_start["- issue 4: `triton` pvlu backward"].endswith("not measured")
     assert by_start["- issue 3: `cuda` lslu S=3 forward+backward"].endswith("lowest 1.20× (64x256x56x56 nchw "
                                                                             "float32) — MISSED")
+
+
+def test_gate_summary_has_the_worst_of_each_kernel_family(tmp_path):
+    fields = ["kernel", "target", "dtype", "layout", "shape", "index", "num_warps", "registers", "spill_bytes",
+              "shared_bytes", "widest_access_bits", "occupancy", "meets_bar"]
+    row = dict(kernel="lslu S=3 backward", target="sm_90", dtype="float32", layout="nchw", shape="16x64x56x56",
+               index="int32", num_warps="8", registers="62", spill_bytes="0", shared_bytes="1056",
+               widest_access_bits="128", occupancy="0.500", meets_bar="yes")
+    with (tmp_path / "gate-triton.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows([row, {**row, "target": "sm_80", "registers": "180", "spill_bytes": "8",
+                                "widest_access_bits": "32", "occupancy": "0.125", "meets_bar": "no"},
+                          {**row, "kernel": "pvlu forward", "registers": "56"},
+                          {**row, "kernel": "pvlu forward", "dtype": "float64", "registers": "200",
+                           "spill_bytes": "64", "occupancy": "0.125"}])
+    _write(tmp_path / "cpu-2threads.csv", [ROW])
+    assert [p.name for p in report.result_files(tmp_path)] == ["cpu-2threads.csv"], "the gate table is no benchmark"
+    lines = report.gate_section(tmp_path)
+    assert "| Triton | lslu S=3 backward | 2/2 | 180 | 8 | 32–128 | 12% | 1/2 |" in lines, lines
+    # float64 only has to compile: its registers and spills are not the family's worst.
+    assert "| Triton | pvlu forward | 2/2 | 56 | 0 | 128–128 | 50% | 2/2 |" in lines, lines
+    assert not any(line.startswith("| CUDA") for line in lines), "no gate-cuda.csv here"

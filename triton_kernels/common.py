@@ -9,6 +9,8 @@ fixed, strided subset of those tiles, so per-channel sums are reduced in a
 fixed order (deterministic) without atomics.
 """
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -23,8 +25,15 @@ INT64_THRESHOLD = 2**31
 
 @triton.jit
 def tile_offsets(t, cb, outer, C, inner, n_i_blocks,
-                 BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr, INT64: tl.constexpr):
-    """Memory offsets and mask of tile ``t`` of channel block ``cb``, and its channel indices."""
+                 BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr, INT64: tl.constexpr,
+                 RUN_MULTIPLE_C: tl.constexpr = 1, RUN_MULTIPLE_I: tl.constexpr = 1):
+    """Memory offsets and mask of tile ``t`` of channel block ``cb``, and its channel indices.
+
+    ``RUN_MULTIPLE_C`` / ``RUN_MULTIPLE_I``: ``tile_config``'s hints that the contiguous runs along the
+    channel / inner axis start at multiples of that many elements and that the mask is constant over
+    such groups (Triton's launch tells the compiler only whether an integer is a multiple of 16: without
+    the hint, a 14x14 map or C = 100 gets scalar accesses).
+    """
     o = (t // n_i_blocks) * BLOCK_O + tl.arange(0, BLOCK_O)
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     i = (t % n_i_blocks) * BLOCK_I + tl.arange(0, BLOCK_I)
@@ -34,8 +43,18 @@ def tile_offsets(t, cb, outer, C, inner, n_i_blocks,
         c64 = c.to(tl.int64)
     else:
         c64 = c
-    offsets = (o[:, None, None] * C + c64[None, :, None]) * inner + i[None, None, :]
-    mask = (o < outer)[:, None, None] & (c < C)[None, :, None] & (i < inner)[None, None, :]
+    # The hints go on operations that survive constant folding (with inner == 1, "* inner + i" folds away).
+    channel_rows = o[:, None, None] * C + c64[None, :, None]
+    c_mask = c < C
+    i_mask = i < inner
+    if RUN_MULTIPLE_C > 1 and BLOCK_C >= RUN_MULTIPLE_C:  # tiles start at multiples of BLOCK_C channels
+        channel_rows = tl.multiple_of(channel_rows, [1, RUN_MULTIPLE_C, 1])
+        c_mask = tl.max_constancy(c_mask, [RUN_MULTIPLE_C])
+    offsets = channel_rows * inner + i[None, None, :]
+    if RUN_MULTIPLE_I > 1 and BLOCK_I >= RUN_MULTIPLE_I:
+        offsets = tl.multiple_of(offsets, [1, 1, RUN_MULTIPLE_I])
+        i_mask = tl.max_constancy(i_mask, [RUN_MULTIPLE_I])
+    mask = (o < outer)[:, None, None] & c_mask[None, :, None] & i_mask[None, None, :]
     return offsets, mask, c
 
 
@@ -61,10 +80,14 @@ def compute_type(x: torch.Tensor):
     return tl.float64 if x.dtype == torch.float64 else tl.float32
 
 
-def tile_config(outer: int, C: int, inner: int, numel: int) -> dict:
-    """Tile shape and grid sizes for an ``(outer, C, inner)`` view."""
+def tile_config(outer: int, C: int, inner: int, numel: int, max_block_c: int = TILE_ELEMENTS) -> dict:
+    """Tile shape and grid sizes for an ``(outer, C, inner)`` view, with at most ``max_block_c`` channels per tile.
+
+    ``RUN_MULTIPLE_C`` / ``RUN_MULTIPLE_I`` (for :func:`tile_offsets`): the largest power of two up to 16
+    dividing the length of the contiguous runs, ``C`` when channels are innermost, else ``inner``.
+    """
     block_i = min(triton.next_power_of_2(inner), TILE_ELEMENTS)
-    block_c = min(triton.next_power_of_2(C), max(1, TILE_ELEMENTS // block_i))
+    block_c = min(triton.next_power_of_2(C), max(1, TILE_ELEMENTS // block_i), max_block_c)
     block_o = min(triton.next_power_of_2(outer), max(1, TILE_ELEMENTS // (block_i * block_c)))
     n_i_blocks = triton.cdiv(inner, block_i)
     return dict(
@@ -73,6 +96,8 @@ def tile_config(outer: int, C: int, inner: int, numel: int) -> dict:
         n_tiles=triton.cdiv(outer, block_o) * n_i_blocks,
         n_c_blocks=triton.cdiv(C, block_c),
         INT64=numel >= INT64_THRESHOLD,
+        RUN_MULTIPLE_C=math.gcd(C, 16) if inner == 1 else 1,
+        RUN_MULTIPLE_I=math.gcd(inner, 16) if inner > 1 else 1,
     )
 
 

@@ -8,37 +8,46 @@ from .._layout import sum_partials
 from ..reference import compute_dtype
 from .common import compute_type, reduction_programs, relu, tile_config, tile_offsets
 
+# Backward programs run this many warps: the tile's values per thread halve against 4 warps.
+BACKWARD_WARPS = 8
+# The backward's per-stage sums ([S_POW2, channels of a tile], two of them) stay in registers: at most this many
+# values each, so tiles of many channels (channels-last, (B, L, C)) take fewer channels and more rows.
+STAGE_SUM_ELEMENTS = 1024
+# Without a register limit, ptxas fits some of these kernels into 64 registers (sm_80) and spills a few bytes;
+# told it may use 96, it uses 72-96 and spills nothing. 96 registers still leave 2 blocks of 8 warps per SM (25%).
+BACKWARD_MAX_REGISTERS = 96
+
 
 @triton.jit
-def _series(x, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, n_stages: tl.constexpr):
-    """h_{n_stages} of the series (h_0 = x), with each stage's parameters loaded per channel."""
-    h = x
-    for s in tl.static_range(n_stages):
-        theta = tl.load(THETA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(x.dtype)
-        omega = tl.load(OMEGA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(x.dtype)
-        h = theta[None, :, None] * relu(h) + omega[None, :, None]
-    return h
+def _stage(h, THETA, OMEGA, s, c, c_mask, p_stride_s, p_stride_c):
+    """h_{s+1} from h_s: the parameters of row ``s`` loaded per channel."""
+    theta = tl.load(THETA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(h.dtype)
+    omega = tl.load(OMEGA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(h.dtype)
+    return theta[None, :, None] * relu(h) + omega[None, :, None]
 
 
 @triton.jit
 def _lslu_forward_kernel(X, Y, THETA, OMEGA, outer, C, inner, n_i_blocks, n_tiles, p_stride_s, p_stride_c,
                          S: tl.constexpr, COMPUTE: tl.constexpr,
                          BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-                         INT64: tl.constexpr):
+                         INT64: tl.constexpr, RUN_MULTIPLE_C: tl.constexpr, RUN_MULTIPLE_I: tl.constexpr):
     pid = tl.program_id(0)
     offsets, mask, c = tile_offsets(pid % n_tiles, pid // n_tiles, outer, C, inner, n_i_blocks,
-                                    BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+                                    BLOCK_O, BLOCK_C, BLOCK_I, INT64,
+                                    RUN_MULTIPLE_C, RUN_MULTIPLE_I)
     x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
-    h = _series(x, THETA, OMEGA, c, c < C, p_stride_s, p_stride_c, S)
+    h = x
+    for s in tl.static_range(S):
+        h = _stage(h, THETA, OMEGA, s, c, c < C, p_stride_s, p_stride_c)
     tl.store(Y + offsets, relu(h).to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _lslu_backward_kernel(X, DY, DX, THETA, OMEGA, DTHETA_PARTIAL, DOMEGA_PARTIAL,
-                          outer, C, inner, n_i_blocks, n_tiles, n_programs, p_stride_s, p_stride_c,
-                          S: tl.constexpr, S_POW2: tl.constexpr, COMPUTE: tl.constexpr,
+                          outer, C, inner, n_i_blocks, n_tiles, n_programs, p_stride_s, p_stride_c, n_stages,
+                          S_POW2: tl.constexpr, COMPUTE: tl.constexpr,
                           BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-                          INT64: tl.constexpr):
+                          INT64: tl.constexpr, RUN_MULTIPLE_C: tl.constexpr, RUN_MULTIPLE_I: tl.constexpr):
     pid = tl.program_id(0)
     program = pid % n_programs
     cb = pid // n_programs
@@ -49,15 +58,25 @@ def _lslu_backward_kernel(X, DY, DX, THETA, OMEGA, DTHETA_PARTIAL, DOMEGA_PARTIA
     dtheta = tl.zeros([S_POW2, BLOCK_C], dtype=COMPUTE)
     domega = tl.zeros([S_POW2, BLOCK_C], dtype=COMPUTE)
     for t in range(program, n_tiles, n_programs):
-        offsets, mask, _ = tile_offsets(t, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+        offsets, mask, _ = tile_offsets(t, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64,
+                                    RUN_MULTIPLE_C, RUN_MULTIPLE_I)
         x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
         g = tl.load(DY + offsets, mask=mask, other=0.0).to(COMPUTE)
+        # The stages run in loops over the runtime n_stages, not unrolled: each h_s is recomputed from x
+        # when it is needed (S(S+1)/2 stage evaluations), so registers hold x, g, e and one h whatever S
+        # is (unrolled, the compiler keeps every h_s of the series live).
+        h = x
+        for s in range(0, n_stages):
+            h = _stage(h, THETA, OMEGA, s, c, c_mask, p_stride_s, p_stride_c)
         # e = dL/dh_s, from s = S down to 0; masked lanes have g = 0 and add nothing.
         # "h <= 0 gives 0" rather than "h > 0 passes": relu'(0) = 0 either way, and a
         # NaN h passes the gradient on, as torch.relu's backward does.
-        e = tl.where(_series(x, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, S) <= 0, 0.0, g)
-        for s in tl.static_range(S - 1, -1, -1):  # s: parameter row of stage s + 1
-            h_prev = _series(x, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, s)
+        e = tl.where(h <= 0, 0.0, g)
+        for j in range(0, n_stages):
+            s = n_stages - 1 - j  # parameter row of stage s + 1
+            h_prev = x
+            for k in range(0, s):
+                h_prev = _stage(h_prev, THETA, OMEGA, k, c, c_mask, p_stride_s, p_stride_c)
             dtheta_s = tl.sum(tl.sum(e * relu(h_prev), axis=2), axis=0)
             domega_s = tl.sum(tl.sum(e, axis=2), axis=0)
             dtheta += tl.where(stage[:, None] == s, dtheta_s[None, :], 0.0)
@@ -65,8 +84,8 @@ def _lslu_backward_kernel(X, DY, DX, THETA, OMEGA, DTHETA_PARTIAL, DOMEGA_PARTIA
             theta = tl.load(THETA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
             e = tl.where(h_prev <= 0, 0.0, e * theta[None, :, None])
         tl.store(DX + offsets, e.to(DX.dtype.element_ty), mask=mask)
-    partial = program * S * C + stage[:, None] * C + c[None, :]
-    partial_mask = (stage < S)[:, None] & c_mask[None, :]
+    partial = program * n_stages * C + stage[:, None] * C + c[None, :]
+    partial_mask = (stage < n_stages)[:, None] & c_mask[None, :]
     tl.store(DTHETA_PARTIAL + partial, dtheta, mask=partial_mask)
     tl.store(DOMEGA_PARTIAL + partial, domega, mask=partial_mask)
 
@@ -84,15 +103,17 @@ def lslu_forward(x, theta, omega, *, outer, C, inner):
     _lslu_forward_kernel[grid](
         x, y, theta, omega, outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], p_stride_s, p_stride_c,
         S=theta.shape[0], COMPUTE=compute_type(x),
-        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"])
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
+        RUN_MULTIPLE_C=cfg["RUN_MULTIPLE_C"], RUN_MULTIPLE_I=cfg["RUN_MULTIPLE_I"])
     return y
 
 
 def lslu_backward(grad_output, x, theta, omega, *, outer, C, inner):
     grad_x = torch.empty_like(x)
-    cfg = tile_config(outer, C, inner, x.numel())
-    n_programs = reduction_programs(x.device, cfg["n_tiles"], cfg["n_c_blocks"])
     S = theta.shape[0]
+    s_pow2 = triton.next_power_of_2(S)
+    cfg = tile_config(outer, C, inner, x.numel(), max_block_c=max(1, STAGE_SUM_ELEMENTS // s_pow2))
+    n_programs = reduction_programs(x.device, cfg["n_tiles"], cfg["n_c_blocks"])
     partial_dtype = compute_dtype(x)
     dtheta_partial = torch.empty((n_programs, S, C), dtype=partial_dtype, device=x.device)
     domega_partial = torch.empty((n_programs, S, C), dtype=partial_dtype, device=x.device)
@@ -100,8 +121,9 @@ def lslu_backward(grad_output, x, theta, omega, *, outer, C, inner):
     grid = (n_programs * cfg["n_c_blocks"],)
     _lslu_backward_kernel[grid](
         x, grad_output, grad_x, theta, omega, dtheta_partial, domega_partial,
-        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, p_stride_s, p_stride_c,
-        S=S, S_POW2=triton.next_power_of_2(S),
-        COMPUTE=compute_type(x),
-        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"])
+        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, p_stride_s, p_stride_c, S,
+        S_POW2=s_pow2, COMPUTE=compute_type(x),
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
+        RUN_MULTIPLE_C=cfg["RUN_MULTIPLE_C"], RUN_MULTIPLE_I=cfg["RUN_MULTIPLE_I"],
+        num_warps=BACKWARD_WARPS, maxnreg=BACKWARD_MAX_REGISTERS)
     return grad_x, sum_partials(dtheta_partial, theta), sum_partials(domega_partial, omega)

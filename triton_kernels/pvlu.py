@@ -13,15 +13,23 @@ from .._layout import sum_partials
 from ..reference import compute_dtype
 from .common import channel_stride, compute_type, load_channel, reduction_programs, relu, tile_config, tile_offsets
 
+# Backward programs run this many warps: sin and cos of each element (libdevice's accurate ones) and the tile's
+# values spill with 4 warps (16 elements per thread) in channels-last and (B, L, C) tiles.
+BACKWARD_WARPS = 8
+# Without a register limit, ptxas fits the forward kernel into 56 registers and spills a few bytes (sm_80, sm_90);
+# told it may use 96, it spills nothing (4 warps at 96 registers: 5 blocks per SM, 31%).
+FORWARD_MAX_REGISTERS = 96
+
 
 @triton.jit
 def _pvlu_forward_kernel(X, Y, ALPHA, BETA, outer, C, inner, n_i_blocks, n_tiles, p_stride_c,
                          COMPUTE: tl.constexpr,
                          BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-                         INT64: tl.constexpr):
+                         INT64: tl.constexpr, RUN_MULTIPLE_C: tl.constexpr, RUN_MULTIPLE_I: tl.constexpr):
     pid = tl.program_id(0)
     offsets, mask, c = tile_offsets(pid % n_tiles, pid // n_tiles, outer, C, inner, n_i_blocks,
-                                    BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+                                    BLOCK_O, BLOCK_C, BLOCK_I, INT64,
+                                    RUN_MULTIPLE_C, RUN_MULTIPLE_I)
     x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
     alpha = load_channel(ALPHA, c, c < C, p_stride_c, COMPUTE)
     beta = load_channel(BETA, c, c < C, p_stride_c, COMPUTE)
@@ -34,7 +42,7 @@ def _pvlu_backward_kernel(X, DY, DX, ALPHA, BETA, DALPHA_PARTIAL, DBETA_PARTIAL,
                           outer, C, inner, n_i_blocks, n_tiles, n_programs, p_stride_c,
                           COMPUTE: tl.constexpr,
                           BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-                          INT64: tl.constexpr):
+                          INT64: tl.constexpr, RUN_MULTIPLE_C: tl.constexpr, RUN_MULTIPLE_I: tl.constexpr):
     pid = tl.program_id(0)
     program = pid % n_programs
     cb = pid // n_programs
@@ -46,7 +54,8 @@ def _pvlu_backward_kernel(X, DY, DX, ALPHA, BETA, DALPHA_PARTIAL, DBETA_PARTIAL,
     dalpha = tl.zeros([BLOCK_C], dtype=COMPUTE)
     dbeta = tl.zeros([BLOCK_C], dtype=COMPUTE)
     for t in range(program, n_tiles, n_programs):
-        offsets, mask, _ = tile_offsets(t, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+        offsets, mask, _ = tile_offsets(t, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64,
+                                    RUN_MULTIPLE_C, RUN_MULTIPLE_I)
         x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
         g = tl.load(DY + offsets, mask=mask, other=0.0).to(COMPUTE)
         # Masked lanes have x = 0 and g = 0 and add nothing.
@@ -70,7 +79,9 @@ def pvlu_forward(x, alpha, beta, *, outer, C, inner):
     _pvlu_forward_kernel[grid](
         x, y, alpha, beta, outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], channel_stride(alpha),
         COMPUTE=compute_type(x),
-        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"])
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
+        RUN_MULTIPLE_C=cfg["RUN_MULTIPLE_C"], RUN_MULTIPLE_I=cfg["RUN_MULTIPLE_I"],
+        maxnreg=FORWARD_MAX_REGISTERS)
     return y
 
 
@@ -86,5 +97,7 @@ def pvlu_backward(grad_output, x, alpha, beta, *, outer, C, inner):
         x, grad_output, grad_x, alpha, beta, dalpha_partial, dbeta_partial,
         outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, channel_stride(alpha),
         COMPUTE=compute_type(x),
-        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"])
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
+        RUN_MULTIPLE_C=cfg["RUN_MULTIPLE_C"], RUN_MULTIPLE_I=cfg["RUN_MULTIPLE_I"],
+        num_warps=BACKWARD_WARPS)
     return grad_x, sum_partials(dalpha_partial, alpha), sum_partials(dbeta_partial, beta)
