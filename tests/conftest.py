@@ -65,8 +65,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+def _triton_version() -> str:
+    try:
+        import triton
+    except ImportError:
+        return "not installed"
+    return f"{triton.__version__} ({os.path.dirname(triton.__file__)})"
+
+
 def pytest_report_header(config):
     return (f"lslu_kernels backends: {lk.available_backends()}; "
-            f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '')}; "
+            f"triton {_triton_version()}; TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '')}; "
             f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}; "
             f"cpu backend levels: {CPU_ISAS}")
