@@ -16,6 +16,7 @@ and its ``(outer, C, inner)`` view (see ``_layout``):
     <op>_backward(grad_output, x, *params, outer, C, inner) -> (grad_x, *grad_params)
 """
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 
@@ -77,6 +78,12 @@ def _check_inputs(op: Activation, x, params, channel_dim: int) -> int:
     return channel_dim
 
 
+def _on_device(x: torch.Tensor):
+    """x's GPU as the current device while its kernels launch: Triton and the CUDA extension launch on
+    the current device (and stream), which need not be x's."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 def define(op: Activation) -> Callable[..., torch.Tensor]:
     """Register ``op``'s custom ops and return its public function."""
     qualname = f"lslu_kernels::{op.name}"
@@ -91,7 +98,8 @@ def define(op: Activation) -> Callable[..., torch.Tensor]:
             return torch.empty_like(x)
         forward, _ = _backends.kernels(backend, op.name)
         outer, channels, inner = _layout.channel_view(x, channel_dim)
-        return forward(x, *(p.contiguous() for p in params), outer=outer, C=channels, inner=inner)
+        with _on_device(x):
+            return forward(x, *(p.contiguous() for p in params), outer=outer, C=channels, inner=inner)
 
     def forward_fake(x, *rest):
         return torch.empty_like(_layout.dense(x))
@@ -103,8 +111,9 @@ def define(op: Activation) -> Callable[..., torch.Tensor]:
             return (torch.empty_like(x), *(torch.zeros_like(p) for p in params))
         _, backward = _backends.kernels(backend, op.name)
         outer, channels, inner = _layout.channel_view(x, channel_dim)
-        grads = backward(_layout.like(grad_output, x), x, *(p.contiguous() for p in params),
-                         outer=outer, C=channels, inner=inner)
+        with _on_device(x):
+            grads = backward(_layout.like(grad_output, x), x, *(p.contiguous() for p in params),
+                             outer=outer, C=channels, inner=inner)
         return tuple(grads)
 
     def backward_fake(grad_output, x, *rest):
