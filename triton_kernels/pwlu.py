@@ -10,9 +10,15 @@ the width is 1, so crossed bounds (``B_R <= B_L``) never divide by a width ``<= 
 The backward mirrors what autograd computes through the reference's ``torch.where`` branches,
 including the IEEE products of a zero gradient with an infinite or NaN value (``dK_L`` gets
 ``0 * (x - B_L) = NaN`` from an input ``+inf``, as the reference's does). The gradient of the
-``N+1`` points is a per-channel scatter-add done without atomics: each tile compares the interval
-index of its elements with the ``N_POW2`` bins (a one-hot ``[tile, bins]`` selection) and sums over
-the elements; each program keeps its ``[channels, bins]`` sums in registers and writes them once.
+``N+1`` points is a per-channel scatter-add done without atomics: for each interval ``j`` in turn, a
+tile sums the contributions of its elements whose interval is ``j`` (a fixed-order reduction in the
+tile's own layout, so the element loads stay 128 bits wide and no ``[tile, bins]`` selection is ever
+held in registers); each program keeps its ``[channels, bins]`` sums in registers and writes them once.
+
+Both kernels receive ``C`` and ``inner`` as a count of ``PACK_C`` / ``PACK_I`` blocks: the compiler
+then knows their divisibility, and so that rows and channel maps start on 16-byte boundaries, which
+lets it use 128-bit loads and stores whenever the shape allows them (the JIT only knows that of
+integers divisible by 16).
 """
 
 import torch
@@ -23,17 +29,19 @@ from .._layout import sum_partials
 from ..reference import compute_dtype
 from .common import channel_stride, compute_type, load_channel, reduction_programs, tile_config, tile_offsets
 
-# Backward tiles on a GPU: at most this many elements, a one-hot [tile elements, N_POW2 bins] selection
-# of at most this many values, and per-program [channels, N_POW2] sums of at most this many values, all
-# in registers of BACKWARD_WARPS warps (halved for float64; sm_90 compiles without spilling). The
-# interpreter holds them in NumPy arrays and is faster with fewer, larger tiles.
-BACKWARD_TILE_ELEMENTS = 1024
-ONE_HOT_ELEMENTS = 4096
-POINTS_SUM_ELEMENTS = 2048
+# Tiles on a GPU: at most this many elements (2048 elements in 4 or 8 warps give each thread 16-byte
+# runs of float32 and of 16-bit types), and per-program [channels, N_POW2] gradient sums of at most
+# this many values (halved for float64, two registers per value). The forward's channel tiles along
+# rows (channels-last, (B, L, C)) are capped too: every thread keeps the parameters of its channels in
+# registers. sm_80 and sm_90 compile these without spilling at <= 128 registers (25% occupancy).
+TILE_ELEMENTS_GPU = 2048
+POINTS_SUM_ELEMENTS = 4096
+FORWARD_ROW_CHANNELS = 64
+BACKWARD_ROW_CHANNELS = 64
+FORWARD_WARPS = 4
 BACKWARD_WARPS = 8
-# The forward's float64 tiles spill with 4 warps (sm_90, channels along the tile).
-FORWARD_WARPS_FLOAT64 = 8
-ONE_HOT_ELEMENTS_INTERPRETED = 2**18
+# The interpreter runs one NumPy operation per tile and interval: fewer, larger tiles are faster.
+TILE_ELEMENTS_INTERPRETED = 2**15
 
 
 @triton.jit
@@ -81,10 +89,12 @@ def _locate(x, bl, br, d, N: tl.constexpr, COMPUTE: tl.constexpr):
 
 
 @triton.jit
-def _pwlu_forward_kernel(X, Y, POINTS, LB, RB, LS, RS, outer, C, inner, n_i_blocks, n_tiles, p_stride_c,
-                         N: tl.constexpr, COMPUTE: tl.constexpr,
+def _pwlu_forward_kernel(X, Y, POINTS, LB, RB, LS, RS, outer, C_packs, inner_packs, n_i_blocks, n_tiles, p_stride_c,
+                         N: tl.constexpr, COMPUTE: tl.constexpr, PACK_C: tl.constexpr, PACK_I: tl.constexpr,
                          BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
                          INT64: tl.constexpr):
+    C = C_packs * PACK_C
+    inner = inner_packs * PACK_I
     pid = tl.program_id(0)
     offsets, mask, c = tile_offsets(pid % n_tiles, pid // n_tiles, outer, C, inner, n_i_blocks,
                                     BLOCK_O, BLOCK_C, BLOCK_I, INT64)
@@ -105,10 +115,13 @@ def _pwlu_forward_kernel(X, Y, POINTS, LB, RB, LS, RS, outer, C, inner, n_i_bloc
 @triton.jit
 def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
                           DPOINTS_PARTIAL, DLB_PARTIAL, DRB_PARTIAL, DLS_PARTIAL, DRS_PARTIAL,
-                          outer, C, inner, n_i_blocks, n_tiles, n_programs, p_stride_c,
+                          outer, C_packs, inner_packs, n_i_blocks, n_tiles, n_programs, p_stride_c,
                           N: tl.constexpr, N_POW2: tl.constexpr, COMPUTE: tl.constexpr,
+                          PACK_C: tl.constexpr, PACK_I: tl.constexpr,
                           BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
                           INT64: tl.constexpr):
+    C = C_packs * PACK_C
+    inner = inner_packs * PACK_I
     pid = tl.program_id(0)
     program = pid % n_programs
     cb = pid // n_programs
@@ -116,7 +129,7 @@ def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
     c_mask = c < C
     bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
                                                                N, COMPUTE)
-    bins = tl.arange(0, N_POW2)
+    bins = tl.arange(0, N_POW2)[None, :]
     # This program's running sums for its channels: dL/dY[c, bin] and the four per-channel gradients.
     dpoints = tl.zeros([BLOCK_C, N_POW2], dtype=COMPUTE)
     dlb = tl.zeros([BLOCK_C], dtype=COMPUTE)
@@ -150,60 +163,80 @@ def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
         k = tl.where(right, N - 1, k)
         to_k = g_left + g_inside * (1 - t)
         to_k1 = g_right + g_inside * t
-        hit = bins[None, None, None, :] - k[:, :, :, None]
-        scatter = tl.where(hit == 0, to_k[:, :, :, None], 0.0) + tl.where(hit == 1, to_k1[:, :, :, None], 0.0)
-        dpoints += tl.sum(tl.sum(scatter, axis=2), axis=0)
+        for j in range(N):
+            # One interval at a time, summed over the tile in its own layout (a [tile, bins] selection
+            # would give the element loads its layout, one element per thread).
+            at_j = k == j
+            to_j = tl.sum(tl.sum(tl.where(at_j, to_k, 0.0), axis=2), axis=0)[:, None]
+            to_j1 = tl.sum(tl.sum(tl.where(at_j, to_k1, 0.0), axis=2), axis=0)[:, None]
+            dpoints += tl.where(bins == j, to_j, 0.0) + tl.where(bins == j + 1, to_j1, 0.0)
     partial = program * C + c
     tl.store(DLB_PARTIAL + partial, dlb, mask=c_mask)
     tl.store(DRB_PARTIAL + partial, drb, mask=c_mask)
     tl.store(DLS_PARTIAL + partial, dls, mask=c_mask)
     tl.store(DRS_PARTIAL + partial, drs, mask=c_mask)
     # (programs, N + 1, C) workspace: bins along the middle axis, channels last.
-    points_partial = program * (N + 1) * C + bins[None, :] * C + c[:, None]
-    tl.store(DPOINTS_PARTIAL + points_partial, dpoints, mask=c_mask[:, None] & (bins < N + 1)[None, :])
+    points_partial = program * (N + 1) * C + bins * C + c[:, None]
+    tl.store(DPOINTS_PARTIAL + points_partial, dpoints, mask=c_mask[:, None] & (bins < N + 1))
 
 
-def _fit_tile(cfg: dict, outer: int, C: int, inner: int, max_elements: int, max_channels: int) -> dict:
-    """``cfg`` (from :func:`tile_config`) with its tile cut down to at most ``max_elements`` elements
-    and ``max_channels`` channels.
+def _pack(n: int, x: torch.Tensor) -> int:
+    """The largest power of two, at most 16 bytes of ``x``'s elements, that divides ``n``."""
+    pack = 16 // x.element_size()
+    while n % pack:
+        pack //= 2
+    return pack
 
-    Halves the rows first, then the channels while the inner axis is the contiguous one, then the
-    inner axis, so that the axis contiguous in memory keeps the longest runs.
-    """
-    bo, bc, bi = cfg["BLOCK_O"], min(cfg["BLOCK_C"], max_channels), cfg["BLOCK_I"]
-    while bo * bc * bi > max_elements and bo > 1:
-        bo //= 2
-    while bo * bc * bi > max_elements and bc > 1 and (bi > 1 or inner == 1):
-        bc //= 2
-    while bo * bc * bi > max_elements and bi > 1:
-        bi //= 2
-    while bo * bc * bi > max_elements and bc > 1:
-        bc //= 2
-    n_i_blocks = triton.cdiv(inner, bi)
-    return dict(cfg, BLOCK_O=bo, BLOCK_C=bc, BLOCK_I=bi, n_i_blocks=n_i_blocks,
-                n_tiles=triton.cdiv(outer, bo) * n_i_blocks, n_c_blocks=triton.cdiv(C, bc))
+
+def _packs(x: torch.Tensor, C: int, inner: int) -> dict:
+    """``C`` and ``inner`` as counts of ``PACK_C`` / ``PACK_I`` blocks (the axis contiguous in memory packs)."""
+    pack_i = _pack(inner, x)
+    pack_c = _pack(C, x) if inner == 1 else 1
+    return dict(C_packs=C // pack_c, inner_packs=inner // pack_i, PACK_C=pack_c, PACK_I=pack_i)
+
+
+def _tile(outer: int, C: int, inner: int, numel: int, max_elements: int, max_channels: int) -> dict:
+    """Tile shape and grid sizes, as :func:`tile_config` chooses them, within ``max_elements``
+    elements and ``max_channels`` channels: the axis contiguous in memory first, then channels, then rows."""
+    block_i = min(triton.next_power_of_2(inner), max_elements)
+    block_c = min(triton.next_power_of_2(C), max_channels, max(1, max_elements // block_i))
+    block_o = min(triton.next_power_of_2(outer), max(1, max_elements // (block_i * block_c)))
+    n_i_blocks = triton.cdiv(inner, block_i)
+    return dict(BLOCK_O=block_o, BLOCK_C=block_c, BLOCK_I=block_i, n_i_blocks=n_i_blocks,
+                n_tiles=triton.cdiv(outer, block_o) * n_i_blocks, n_c_blocks=triton.cdiv(C, block_c),
+                INT64=tile_config(outer, C, inner, numel)["INT64"])
+
+
+def _on_gpu(x: torch.Tensor) -> bool:
+    return x.device.type == "cuda"
+
+
+def _forward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int) -> dict:
+    if not _on_gpu(x):
+        return tile_config(outer, C, inner, x.numel())
+    words = 2 if x.dtype == torch.float64 else 1  # registers per value
+    return _tile(outer, C, inner, x.numel(), TILE_ELEMENTS_GPU // words, FORWARD_ROW_CHANNELS // words)
 
 
 def _backward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int, n_pow2: int) -> dict:
-    """:func:`tile_config` with the tile cut down to what the backward kernel holds in registers."""
-    cfg = tile_config(outer, C, inner, x.numel())
-    if x.device.type != "cuda":
-        return _fit_tile(cfg, outer, C, inner, max(1, ONE_HOT_ELEMENTS_INTERPRETED // n_pow2), cfg["BLOCK_C"])
-    words = 2 if x.dtype == torch.float64 else 1  # registers per value
-    max_elements = min(BACKWARD_TILE_ELEMENTS, ONE_HOT_ELEMENTS // n_pow2) // words
-    return _fit_tile(cfg, outer, C, inner, max(1, max_elements), max(1, POINTS_SUM_ELEMENTS // n_pow2 // words))
+    if not _on_gpu(x):
+        return _tile(outer, C, inner, x.numel(), TILE_ELEMENTS_INTERPRETED, C)
+    words = 2 if x.dtype == torch.float64 else 1
+    max_channels = max(1, min(BACKWARD_ROW_CHANNELS, POINTS_SUM_ELEMENTS // n_pow2) // words)
+    return _tile(outer, C, inner, x.numel(), TILE_ELEMENTS_GPU // words, max_channels)
 
 
 def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner):
     y = torch.empty_like(x)
-    cfg = tile_config(outer, C, inner, x.numel())
+    cfg = _forward_tile_config(x, outer, C, inner)
+    packs = _packs(x, C, inner)
     grid = (cfg["n_tiles"] * cfg["n_c_blocks"],)
     _pwlu_forward_kernel[grid](
         x, y, points, left_bound, right_bound, left_slope, right_slope,
-        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], channel_stride(left_bound),
-        N=points.shape[1] - 1, COMPUTE=compute_type(x),
+        outer, packs["C_packs"], packs["inner_packs"], cfg["n_i_blocks"], cfg["n_tiles"], channel_stride(left_bound),
+        N=points.shape[1] - 1, COMPUTE=compute_type(x), PACK_C=packs["PACK_C"], PACK_I=packs["PACK_I"],
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
-        num_warps=FORWARD_WARPS_FLOAT64 if x.dtype == torch.float64 else 4)
+        num_warps=FORWARD_WARPS)
     return y
 
 
@@ -212,6 +245,7 @@ def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, r
     intervals = points.shape[1] - 1
     n_pow2 = triton.next_power_of_2(intervals + 1)
     cfg = _backward_tile_config(x, outer, C, inner, n_pow2)
+    packs = _packs(x, C, inner)
     n_programs = reduction_programs(x.device, cfg["n_tiles"], cfg["n_c_blocks"])
     partial_dtype = compute_dtype(x)
     dpoints_partial = torch.empty((n_programs, intervals + 1, C), dtype=partial_dtype, device=x.device)
@@ -221,8 +255,9 @@ def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, r
     _pwlu_backward_kernel[grid](
         x, grad_output, grad_x, points, left_bound, right_bound, left_slope, right_slope,
         dpoints_partial, dlb_partial, drb_partial, dls_partial, drs_partial,
-        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, channel_stride(left_bound),
-        N=intervals, N_POW2=n_pow2, COMPUTE=compute_type(x),
+        outer, packs["C_packs"], packs["inner_packs"], cfg["n_i_blocks"], cfg["n_tiles"], n_programs,
+        channel_stride(left_bound),
+        N=intervals, N_POW2=n_pow2, COMPUTE=compute_type(x), PACK_C=packs["PACK_C"], PACK_I=packs["PACK_I"],
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
         num_warps=BACKWARD_WARPS)
     # sum_partials takes channels on the last axis: points transposed to (N + 1, C), and back.
