@@ -27,7 +27,7 @@ import triton.language as tl
 
 from .._layout import sum_partials
 from ..reference import compute_dtype
-from .common import channel_stride, compute_type, load_channel, reduction_programs, tile_config, tile_offsets
+from .common import channel_stride, compute_type, reduction_programs, tile_config, tile_offsets
 
 # Tiles on a GPU: at most this many elements (2048 elements in 4 or 8 warps give each thread 16-byte
 # runs of float32 and of 16-bit types), and per-program [channels, N_POW2] gradient sums of at most
@@ -54,15 +54,62 @@ def _div_rn(a, b, COMPUTE: tl.constexpr):
 
 
 @triton.jit
+def _tile(t, cb, outer, C, inner, n_i_blocks,
+          BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr, INT64: tl.constexpr,
+          ROWS: tl.constexpr):
+    """:func:`tile_offsets`, or for rows of channels (``inner == 1``) a 2-D ``[BLOCK_O, BLOCK_C]`` tile.
+
+    In 2-D the channels are the last axis in the tile as in memory: the table reads, whose addresses
+    have no known order, then get the element loads' layout instead of one that needs conversions.
+    """
+    if ROWS:
+        o = t * BLOCK_O + tl.arange(0, BLOCK_O)
+        c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+        if INT64:
+            o = o.to(tl.int64)
+        offsets = o[:, None] * C + c[None, :]
+        mask = (o < outer)[:, None] & (c < C)[None, :]
+    else:
+        offsets, mask, c = tile_offsets(t, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+    return offsets, mask, c
+
+
+@triton.jit
+def _per_channel(v, ROWS: tl.constexpr):
+    """A ``[BLOCK_C]`` vector shaped to broadcast over a tile."""
+    if ROWS:
+        out = v[None, :]
+    else:
+        out = v[None, :, None]
+    return out
+
+
+@triton.jit
+def _channel_sum(v, ROWS: tl.constexpr):
+    """A tile summed over everything but its channels (a fixed order)."""
+    if ROWS:
+        out = tl.sum(v, axis=0)
+    else:
+        out = tl.sum(tl.sum(v, axis=2), axis=0)
+    return out
+
+
+@triton.jit
+def _load_channel(P, c, c_mask, p_stride_c, COMPUTE: tl.constexpr, ROWS: tl.constexpr):
+    """A ``(C,)`` or shared ``(1,)`` parameter at channels ``c``, shaped to broadcast over a tile."""
+    return _per_channel(tl.load(P + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE), ROWS)
+
+
+@triton.jit
 def _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
-                    N: tl.constexpr, COMPUTE: tl.constexpr):
+                    N: tl.constexpr, COMPUTE: tl.constexpr, ROWS: tl.constexpr):
     """Per-channel values of a tile: B_L, B_R, K_L, K_R, Y[0], Y[N], the interval width d and the table rows."""
-    bl = load_channel(LB, c, c_mask, p_stride_c, COMPUTE)
-    br = load_channel(RB, c, c_mask, p_stride_c, COMPUTE)
-    kl = load_channel(LS, c, c_mask, p_stride_c, COMPUTE)
-    kr = load_channel(RS, c, c_mask, p_stride_c, COMPUTE)
+    bl = _load_channel(LB, c, c_mask, p_stride_c, COMPUTE, ROWS)
+    br = _load_channel(RB, c, c_mask, p_stride_c, COMPUTE, ROWS)
+    kl = _load_channel(LS, c, c_mask, p_stride_c, COMPUTE, ROWS)
+    kr = _load_channel(RS, c, c_mask, p_stride_c, COMPUTE, ROWS)
     # Table row of each channel (0 when shared); channels past C read row 0, so no address leaves the table.
-    rows = (tl.where(c_mask, c, 0) * (p_stride_c * (N + 1)))[None, :, None]
+    rows = _per_channel(tl.where(c_mask, c, 0) * (p_stride_c * (N + 1)), ROWS)
     y_first = tl.load(POINTS + rows).to(COMPUTE)
     y_last = tl.load(POINTS + rows + N).to(COMPUTE)
     d = _div_rn(br - bl, tl.full(br.shape, N, COMPUTE), COMPUTE)
@@ -92,14 +139,14 @@ def _locate(x, bl, br, d, N: tl.constexpr, COMPUTE: tl.constexpr):
 def _pwlu_forward_kernel(X, Y, POINTS, LB, RB, LS, RS, outer, C_packs, inner_packs, n_i_blocks, n_tiles, p_stride_c,
                          N: tl.constexpr, COMPUTE: tl.constexpr, PACK_C: tl.constexpr, PACK_I: tl.constexpr,
                          BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-                         INT64: tl.constexpr):
+                         INT64: tl.constexpr, ROWS: tl.constexpr):
     C = C_packs * PACK_C
     inner = inner_packs * PACK_I
     pid = tl.program_id(0)
-    offsets, mask, c = tile_offsets(pid % n_tiles, pid // n_tiles, outer, C, inner, n_i_blocks,
-                                    BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+    offsets, mask, c = _tile(pid % n_tiles, pid // n_tiles, outer, C, inner, n_i_blocks,
+                             BLOCK_O, BLOCK_C, BLOCK_I, INT64, ROWS)
     bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c < C, p_stride_c,
-                                                               N, COMPUTE)
+                                                               N, COMPUTE, ROWS)
     x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
     left, right, inside, width, u, k, t = _locate(x, bl, br, d, N, COMPUTE)
     # k is in [0, N-1]: both reads stay in the channel's row.
@@ -114,12 +161,12 @@ def _pwlu_forward_kernel(X, Y, POINTS, LB, RB, LS, RS, outer, C_packs, inner_pac
 
 @triton.jit
 def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
-                          DPOINTS_PARTIAL, DLB_PARTIAL, DRB_PARTIAL, DLS_PARTIAL, DRS_PARTIAL,
+                          SUMS_PARTIAL,
                           outer, C_packs, inner_packs, n_i_blocks, n_tiles, n_programs, p_stride_c,
                           N: tl.constexpr, N_POW2: tl.constexpr, COMPUTE: tl.constexpr,
                           PACK_C: tl.constexpr, PACK_I: tl.constexpr,
                           BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-                          INT64: tl.constexpr):
+                          INT64: tl.constexpr, ROWS: tl.constexpr):
     C = C_packs * PACK_C
     inner = inner_packs * PACK_I
     pid = tl.program_id(0)
@@ -127,17 +174,16 @@ def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
     cb = pid // n_programs
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = c < C
-    bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
-                                                               N, COMPUTE)
     bins = tl.arange(0, N_POW2)[None, :]
-    # This program's running sums for its channels: dL/dY[c, bin] and the four per-channel gradients.
-    dpoints = tl.zeros([BLOCK_C, N_POW2], dtype=COMPUTE)
-    dlb = tl.zeros([BLOCK_C], dtype=COMPUTE)
-    drb = tl.zeros([BLOCK_C], dtype=COMPUTE)
-    dls = tl.zeros([BLOCK_C], dtype=COMPUTE)
-    drs = tl.zeros([BLOCK_C], dtype=COMPUTE)
+    # This program's running sums for its channels: dL/dY[c, 0..N] in bins 0..N, then dL/dB_L, dL/dB_R,
+    # dL/dK_L and dL/dK_R in bins N+1..N+4 (one accumulator spread over the threads, not four more
+    # [channels] vectors held by every thread of a channel).
+    sums = tl.zeros([BLOCK_C, N_POW2], dtype=COMPUTE)
     for tile in range(program, n_tiles, n_programs):
-        offsets, mask, _ = tile_offsets(tile, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+        offsets, mask, _ = _tile(tile, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64, ROWS)
+        # Loaded per tile (cache hits) rather than kept: they would stay live through the interval loop.
+        bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
+                                                                   N, COMPUTE, ROWS)
         x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
         g = tl.load(DY + offsets, mask=mask, other=0.0).to(COMPUTE)
         left, right, inside, width, u, k, t = _locate(x, bl, br, d, N, COMPUTE)
@@ -154,30 +200,27 @@ def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
         dx = g_left * kl + g_right * kr + g_slope
         tl.store(DX + offsets, dx.to(DX.dtype.element_ty), mask=mask)
         # Products with x - B (not selections): a zero gradient times an infinite or NaN x is NaN, as in autograd.
-        dls += tl.sum(tl.sum(g_left * (x - bl), axis=2), axis=0)
-        drs += tl.sum(tl.sum(g_right * (x - br), axis=2), axis=0)
-        dlb += tl.sum(tl.sum(g_slope_u - g_left * kl - g_slope, axis=2), axis=0)
-        drb += tl.sum(tl.sum(-(g_right * kr) - g_slope_u, axis=2), axis=0)
+        dlb = _channel_sum(g_slope_u - g_left * kl - g_slope, ROWS)[:, None]
+        drb = _channel_sum(-(g_right * kr) - g_slope_u, ROWS)[:, None]
+        dls = _channel_sum(g_left * (x - bl), ROWS)[:, None]
+        drs = _channel_sum(g_right * (x - br), ROWS)[:, None]
+        sums += (tl.where(bins == N + 1, dlb, 0.0) + tl.where(bins == N + 2, drb, 0.0)
+                 + tl.where(bins == N + 3, dls, 0.0) + tl.where(bins == N + 4, drs, 0.0))
         # Scatter-add into bins k and k + 1: (1 - t) and t of the inside gradient, the left gradient
         # to Y[0] (k = 0 there) and the right one to Y[N] (as bin k + 1 with k = N - 1).
         k = tl.where(right, N - 1, k)
         to_k = g_left + g_inside * (1 - t)
         to_k1 = g_right + g_inside * t
-        for j in range(N):
+        for j in tl.range(N, loop_unroll_factor=1):
             # One interval at a time, summed over the tile in its own layout (a [tile, bins] selection
             # would give the element loads its layout, one element per thread).
             at_j = k == j
-            to_j = tl.sum(tl.sum(tl.where(at_j, to_k, 0.0), axis=2), axis=0)[:, None]
-            to_j1 = tl.sum(tl.sum(tl.where(at_j, to_k1, 0.0), axis=2), axis=0)[:, None]
-            dpoints += tl.where(bins == j, to_j, 0.0) + tl.where(bins == j + 1, to_j1, 0.0)
-    partial = program * C + c
-    tl.store(DLB_PARTIAL + partial, dlb, mask=c_mask)
-    tl.store(DRB_PARTIAL + partial, drb, mask=c_mask)
-    tl.store(DLS_PARTIAL + partial, dls, mask=c_mask)
-    tl.store(DRS_PARTIAL + partial, drs, mask=c_mask)
-    # (programs, N + 1, C) workspace: bins along the middle axis, channels last.
-    points_partial = program * (N + 1) * C + bins * C + c[:, None]
-    tl.store(DPOINTS_PARTIAL + points_partial, dpoints, mask=c_mask[:, None] & (bins < N + 1))
+            to_j = _channel_sum(tl.where(at_j, to_k, 0.0), ROWS)[:, None]
+            to_j1 = _channel_sum(tl.where(at_j, to_k1, 0.0), ROWS)[:, None]
+            sums += tl.where(bins == j, to_j, 0.0) + tl.where(bins == j + 1, to_j1, 0.0)
+    # (programs, N + 5, C) workspace: bins along the middle axis, channels last.
+    partial = program * (N + 5) * C + bins * C + c[:, None]
+    tl.store(SUMS_PARTIAL + partial, sums, mask=c_mask[:, None] & (bins < N + 5))
 
 
 def _pack(n: int, x: torch.Tensor) -> int:
@@ -195,7 +238,7 @@ def _packs(x: torch.Tensor, C: int, inner: int) -> dict:
     return dict(C_packs=C // pack_c, inner_packs=inner // pack_i, PACK_C=pack_c, PACK_I=pack_i)
 
 
-def _tile(outer: int, C: int, inner: int, numel: int, max_elements: int, max_channels: int) -> dict:
+def _sized_tile_config(outer: int, C: int, inner: int, numel: int, max_elements: int, max_channels: int) -> dict:
     """Tile shape and grid sizes, as :func:`tile_config` chooses them, within ``max_elements``
     elements and ``max_channels`` channels: the axis contiguous in memory first, then channels, then rows."""
     block_i = min(triton.next_power_of_2(inner), max_elements)
@@ -215,15 +258,16 @@ def _forward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int) -> dic
     if not _on_gpu(x):
         return tile_config(outer, C, inner, x.numel())
     words = 2 if x.dtype == torch.float64 else 1  # registers per value
-    return _tile(outer, C, inner, x.numel(), TILE_ELEMENTS_GPU // words, FORWARD_ROW_CHANNELS // words)
+    return _sized_tile_config(outer, C, inner, x.numel(), TILE_ELEMENTS_GPU // words, FORWARD_ROW_CHANNELS // words)
 
 
-def _backward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int, n_pow2: int) -> dict:
+def _backward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int, n_pow2: int, pack: int) -> dict:
     if not _on_gpu(x):
-        return _tile(outer, C, inner, x.numel(), TILE_ELEMENTS_INTERPRETED, C)
+        return _sized_tile_config(outer, C, inner, x.numel(), TILE_ELEMENTS_INTERPRETED, triton.next_power_of_2(C))
     words = 2 if x.dtype == torch.float64 else 1
     max_channels = max(1, min(BACKWARD_ROW_CHANNELS, POINTS_SUM_ELEMENTS // n_pow2) // words)
-    return _tile(outer, C, inner, x.numel(), TILE_ELEMENTS_GPU // words, max_channels)
+    elements = 32 * BACKWARD_WARPS * pack  # one pack (at most 16 bytes) per thread
+    return _sized_tile_config(outer, C, inner, x.numel(), elements, max_channels)
 
 
 def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner):
@@ -235,7 +279,7 @@ def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *,
         x, y, points, left_bound, right_bound, left_slope, right_slope,
         outer, packs["C_packs"], packs["inner_packs"], cfg["n_i_blocks"], cfg["n_tiles"], channel_stride(left_bound),
         N=points.shape[1] - 1, COMPUTE=compute_type(x), PACK_C=packs["PACK_C"], PACK_I=packs["PACK_I"],
-        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"], ROWS=inner == 1,
         num_warps=FORWARD_WARPS)
     return y
 
@@ -243,24 +287,22 @@ def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *,
 def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner):
     grad_x = torch.empty_like(x)
     intervals = points.shape[1] - 1
-    n_pow2 = triton.next_power_of_2(intervals + 1)
-    cfg = _backward_tile_config(x, outer, C, inner, n_pow2)
+    n_pow2 = triton.next_power_of_2(intervals + 5)  # bins 0..N and the four per-channel sums
     packs = _packs(x, C, inner)
+    cfg = _backward_tile_config(x, outer, C, inner, n_pow2, packs["PACK_C"] * packs["PACK_I"])
     n_programs = reduction_programs(x.device, cfg["n_tiles"], cfg["n_c_blocks"])
-    partial_dtype = compute_dtype(x)
-    dpoints_partial = torch.empty((n_programs, intervals + 1, C), dtype=partial_dtype, device=x.device)
-    dlb_partial, drb_partial, dls_partial, drs_partial = (
-        torch.empty((n_programs, C), dtype=partial_dtype, device=x.device) for _ in range(4))
+    sums_partial = torch.empty((n_programs, intervals + 5, C), dtype=compute_dtype(x), device=x.device)
     grid = (n_programs * cfg["n_c_blocks"],)
     _pwlu_backward_kernel[grid](
         x, grad_output, grad_x, points, left_bound, right_bound, left_slope, right_slope,
-        dpoints_partial, dlb_partial, drb_partial, dls_partial, drs_partial,
+        sums_partial,
         outer, packs["C_packs"], packs["inner_packs"], cfg["n_i_blocks"], cfg["n_tiles"], n_programs,
         channel_stride(left_bound),
         N=intervals, N_POW2=n_pow2, COMPUTE=compute_type(x), PACK_C=packs["PACK_C"], PACK_I=packs["PACK_I"],
-        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
-        num_warps=BACKWARD_WARPS)
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"], ROWS=inner == 1,
+        num_warps=BACKWARD_WARPS, maxnreg=128)
     # sum_partials takes channels on the last axis: points transposed to (N + 1, C), and back.
-    grad_points = sum_partials(dpoints_partial, points.t()).t().contiguous()
-    return (grad_x, grad_points, sum_partials(dlb_partial, left_bound), sum_partials(drb_partial, right_bound),
-            sum_partials(dls_partial, left_slope), sum_partials(drs_partial, right_slope))
+    grad_points = sum_partials(sums_partial[:, :intervals + 1], points.t()).t().contiguous()
+    dlb, drb, dls, drs = (sums_partial[:, intervals + 1 + i] for i in range(4))
+    return (grad_x, grad_points, sum_partials(dlb, left_bound), sum_partials(drb, right_bound),
+            sum_partials(dls, left_slope), sum_partials(drs, right_slope))
