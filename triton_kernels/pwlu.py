@@ -15,10 +15,12 @@ tile sums the contributions of its elements whose interval is ``j`` (a fixed-ord
 tile's own layout, so the element loads stay 128 bits wide and no ``[tile, bins]`` selection is ever
 held in registers); each program keeps its ``[channels, bins]`` sums in registers and writes them once.
 
-Both kernels receive ``C`` and ``inner`` as a count of ``PACK_C`` / ``PACK_I`` blocks: the compiler
-then knows their divisibility, and so that rows and channel maps start on 16-byte boundaries, which
-lets it use 128-bit loads and stores whenever the shape allows them (the JIT only knows that of
-integers divisible by 16).
+Both kernels receive ``C`` and ``inner`` as counts of ``PACK_C`` / ``PACK_I`` blocks (the largest
+power of two, at most 16 bytes of elements, dividing the axis contiguous in memory): the compiler then
+knows that every row or channel map starts on a pack boundary and uses 128-bit loads and stores where
+the shape and the base address allow them (the JIT only marks integers divisible by 16). Rows of
+channels (``inner == 1``) use 2-D tiles with the channels last, as in memory, so that the table reads
+(addresses of no known order) take the element loads' layout.
 """
 
 import torch
@@ -29,17 +31,20 @@ from .._layout import sum_partials
 from ..reference import compute_dtype
 from .common import channel_stride, compute_type, reduction_programs, tile_config, tile_offsets
 
-# Tiles on a GPU: at most this many elements (2048 elements in 4 or 8 warps give each thread 16-byte
-# runs of float32 and of 16-bit types), and per-program [channels, N_POW2] gradient sums of at most
-# this many values (halved for float64, two registers per value). The forward's channel tiles along
-# rows (channels-last, (B, L, C)) are capped too: every thread keeps the parameters of its channels in
-# registers. sm_80 and sm_90 compile these without spilling at <= 128 registers (25% occupancy).
+# Tiles on a GPU. Forward: at most TILE_ELEMENTS_GPU elements in FORWARD_WARPS warps. Backward: one
+# pack (at most 16 bytes of elements) per thread of BACKWARD_WARPS warps, and per-program
+# [channels, N_POW2] sums of at most POINTS_SUM_ELEMENTS values; every tile halved for float64 (two
+# registers per value). Tiles along rows of channels (channels-last, (B, L, C)) span at most
+# *_ROW_CHANNELS channels: every thread keeps the parameters of its channels in registers. With these
+# sm_80 and sm_90 compile without spilling at <= 128 registers (25% occupancy) except the 16-bit rows
+# backward (see _backward_max_registers).
 TILE_ELEMENTS_GPU = 2048
 POINTS_SUM_ELEMENTS = 4096
 FORWARD_ROW_CHANNELS = 64
 BACKWARD_ROW_CHANNELS = 64
 FORWARD_WARPS = 4
 BACKWARD_WARPS = 8
+BACKWARD_MAX_REGISTERS = 128
 # The interpreter runs one NumPy operation per tile and interval: fewer, larger tiles are faster.
 TILE_ELEMENTS_INTERPRETED = 2**15
 
@@ -270,6 +275,12 @@ def _backward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int, n_pow
     return _sized_tile_config(outer, C, inner, x.numel(), elements, max_channels)
 
 
+def _backward_max_registers(x: torch.Tensor, inner: int):
+    """The register cap for ptxas: 128 (25% occupancy), except for 16-bit rows of channels, whose threads
+    hold 8 channels' parameters and spill under it (they run at 12.5% occupancy without spilling)."""
+    return None if inner == 1 and x.element_size() == 2 else BACKWARD_MAX_REGISTERS
+
+
 def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner):
     y = torch.empty_like(x)
     cfg = _forward_tile_config(x, outer, C, inner)
@@ -300,7 +311,7 @@ def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, r
         channel_stride(left_bound),
         N=intervals, N_POW2=n_pow2, COMPUTE=compute_type(x), PACK_C=packs["PACK_C"], PACK_I=packs["PACK_I"],
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"], ROWS=inner == 1,
-        num_warps=BACKWARD_WARPS, maxnreg=128)
+        num_warps=BACKWARD_WARPS, maxnreg=_backward_max_registers(x, inner))
     # sum_partials takes channels on the last axis: points transposed to (N + 1, C), and back.
     grad_points = sum_partials(sums_partial[:, :intervals + 1], points.t()).t().contiguous()
     dlb, drb, dls, drs = (sums_partial[:, intervals + 1 + i] for i in range(4))
