@@ -216,9 +216,10 @@ def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
         k = tl.where(right, N - 1, k)
         to_k = g_left + g_inside * (1 - t)
         to_k1 = g_right + g_inside * t
-        for j in tl.range(N, loop_unroll_factor=1):
-            # One interval at a time, summed over the tile in its own layout (a [tile, bins] selection
-            # would give the element loads its layout, one element per thread).
+        # One interval at a time, summed over the tile in its own layout (a [tile, bins] selection
+        # would give the element loads its layout, one element per thread); only the intervals that
+        # the tile's elements fall in (masked lanes add 0 wherever they fall).
+        for j in tl.range(tl.min(k), tl.max(k) + 1, loop_unroll_factor=1):
             at_j = k == j
             to_j = _channel_sum(tl.where(at_j, to_k, 0.0), ROWS)[:, None]
             to_j1 = _channel_sum(tl.where(at_j, to_k1, 0.0), ROWS)[:, None]
