@@ -39,7 +39,7 @@ from .common import channel_stride, compute_type, reduction_programs, tile_confi
 # sm_80 and sm_90 compile without spilling at <= 128 registers (25% occupancy) except the 16-bit rows
 # backward (see _backward_max_registers).
 TILE_ELEMENTS_GPU = 2048
-POINTS_SUM_ELEMENTS = 4096
+POINTS_SUM_ELEMENTS = 2048
 FORWARD_ROW_CHANNELS = 64
 BACKWARD_ROW_CHANNELS = 64
 FORWARD_WARPS = 4
@@ -80,41 +80,21 @@ def _tile(t, cb, outer, C, inner, n_i_blocks,
 
 
 @triton.jit
-def _per_channel(v, ROWS: tl.constexpr):
-    """A ``[BLOCK_C]`` vector shaped to broadcast over a tile."""
-    if ROWS:
-        out = v[None, :]
-    else:
-        out = v[None, :, None]
-    return out
-
-
-@triton.jit
-def _channel_sum(v, ROWS: tl.constexpr):
-    """A tile summed over everything but its channels (a fixed order)."""
-    if ROWS:
-        out = tl.sum(v, axis=0)
-    else:
-        out = tl.sum(tl.sum(v, axis=2), axis=0)
-    return out
-
-
-@triton.jit
-def _load_channel(P, c, c_mask, p_stride_c, COMPUTE: tl.constexpr, ROWS: tl.constexpr):
-    """A ``(C,)`` or shared ``(1,)`` parameter at channels ``c``, shaped to broadcast over a tile."""
-    return _per_channel(tl.load(P + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE), ROWS)
-
-
-@triton.jit
 def _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
                     N: tl.constexpr, COMPUTE: tl.constexpr, ROWS: tl.constexpr):
-    """Per-channel values of a tile: B_L, B_R, K_L, K_R, Y[0], Y[N], the interval width d and the table rows."""
-    bl = _load_channel(LB, c, c_mask, p_stride_c, COMPUTE, ROWS)
-    br = _load_channel(RB, c, c_mask, p_stride_c, COMPUTE, ROWS)
-    kl = _load_channel(LS, c, c_mask, p_stride_c, COMPUTE, ROWS)
-    kr = _load_channel(RS, c, c_mask, p_stride_c, COMPUTE, ROWS)
+    """Per-channel values of a tile, shaped to broadcast over it: B_L, B_R, K_L, K_R, Y[0], Y[N], the
+    interval width d and the table rows. (Written out rather than through helpers: each call of a jit
+    function costs the interpreter as much as many NumPy operations.)"""
+    bl = tl.load(LB + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
+    br = tl.load(RB + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
+    kl = tl.load(LS + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
+    kr = tl.load(RS + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
     # Table row of each channel (0 when shared); channels past C read row 0, so no address leaves the table.
-    rows = _per_channel(tl.where(c_mask, c, 0) * (p_stride_c * (N + 1)), ROWS)
+    rows = tl.where(c_mask, c, 0) * (p_stride_c * (N + 1))
+    if ROWS:
+        bl, br, kl, kr, rows = bl[None, :], br[None, :], kl[None, :], kr[None, :], rows[None, :]
+    else:
+        bl, br, kl, kr, rows = bl[None, :, None], br[None, :, None], kl[None, :, None], kr[None, :, None], rows[None, :, None]
     y_first = tl.load(POINTS + rows).to(COMPUTE)
     y_last = tl.load(POINTS + rows + N).to(COMPUTE)
     d = _div_rn(br - bl, tl.full(br.shape, N, COMPUTE), COMPUTE)
@@ -205,10 +185,16 @@ def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
         dx = g_left * kl + g_right * kr + g_slope
         tl.store(DX + offsets, dx.to(DX.dtype.element_ty), mask=mask)
         # Products with x - B (not selections): a zero gradient times an infinite or NaN x is NaN, as in autograd.
-        dlb = _channel_sum(g_slope_u - g_left * kl - g_slope, ROWS)[:, None]
-        drb = _channel_sum(-(g_right * kr) - g_slope_u, ROWS)[:, None]
-        dls = _channel_sum(g_left * (x - bl), ROWS)[:, None]
-        drs = _channel_sum(g_right * (x - br), ROWS)[:, None]
+        to_dlb = g_slope_u - g_left * kl - g_slope
+        to_drb = -(g_right * kr) - g_slope_u
+        to_dls = g_left * (x - bl)
+        to_drs = g_right * (x - br)
+        if ROWS:  # (a _channel_sum function would cost the interpreter four more calls per tile)
+            dlb, drb = tl.sum(to_dlb, axis=0)[:, None], tl.sum(to_drb, axis=0)[:, None]
+            dls, drs = tl.sum(to_dls, axis=0)[:, None], tl.sum(to_drs, axis=0)[:, None]
+        else:
+            dlb, drb = tl.sum(tl.sum(to_dlb, axis=2), axis=0)[:, None], tl.sum(tl.sum(to_drb, axis=2), axis=0)[:, None]
+            dls, drs = tl.sum(tl.sum(to_dls, axis=2), axis=0)[:, None], tl.sum(tl.sum(to_drs, axis=2), axis=0)[:, None]
         sums += (tl.where(bins == N + 1, dlb, 0.0) + tl.where(bins == N + 2, drb, 0.0)
                  + tl.where(bins == N + 3, dls, 0.0) + tl.where(bins == N + 4, drs, 0.0))
         # Scatter-add into bins k and k + 1: (1 - t) and t of the inside gradient, the left gradient
@@ -221,8 +207,16 @@ def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
         # the tile's elements fall in (masked lanes add 0 wherever they fall).
         for j in tl.range(tl.min(k), tl.max(k) + 1, loop_unroll_factor=1):
             at_j = k == j
-            to_j = _channel_sum(tl.where(at_j, to_k, 0.0), ROWS)[:, None]
-            to_j1 = _channel_sum(tl.where(at_j, to_k1, 0.0), ROWS)[:, None]
+            # (in 3-D both sums in one reduction: each call of tl.sum costs the interpreter as much as
+            # many NumPy operations)
+            if ROWS:
+                to_j = tl.sum(tl.where(at_j, to_k, 0.0), axis=0)[:, None]
+                to_j1 = tl.sum(tl.where(at_j, to_k1, 0.0), axis=0)[:, None]
+            else:
+                pair = tl.join(tl.where(at_j, to_k, 0.0), tl.where(at_j, to_k1, 0.0))
+                to_j, to_j1 = tl.split(tl.sum(tl.sum(pair, axis=2), axis=0))
+                to_j = to_j[:, None]
+                to_j1 = to_j1[:, None]
             sums += tl.where(bins == j, to_j, 0.0) + tl.where(bins == j + 1, to_j1, 0.0)
     # (programs, N + 5, C) workspace: bins along the middle axis, channels last.
     partial = program * (N + 5) * C + bins * C + c[:, None]
