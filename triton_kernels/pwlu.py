@@ -205,7 +205,7 @@ def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
         # One interval at a time, summed over the tile in its own layout (a [tile, bins] selection
         # would give the element loads its layout, one element per thread); only the intervals that
         # the tile's elements fall in (masked lanes add 0 wherever they fall).
-        for j in tl.range(tl.min(k), tl.max(k) + 1, loop_unroll_factor=1):
+        for j in range(tl.min(k), tl.max(k) + 1):
             at_j = k == j
             # (in 3-D both sums in one reduction: each call of tl.sum costs the interpreter as much as
             # many NumPy operations)
