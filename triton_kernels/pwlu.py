@@ -46,7 +46,7 @@ FORWARD_WARPS = 4
 BACKWARD_WARPS = 8
 BACKWARD_MAX_REGISTERS = 128
 # The interpreter runs one NumPy operation per tile and interval: fewer, larger tiles are faster.
-TILE_ELEMENTS_INTERPRETED = 2**15
+TILE_ELEMENTS_INTERPRETED = 2**17
 
 
 @triton.jit
