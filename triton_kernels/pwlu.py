@@ -10,9 +10,17 @@ the width is 1, so crossed bounds (``B_R <= B_L``) never divide by a width ``<= 
 The backward mirrors what autograd computes through the reference's ``torch.where`` branches,
 including the IEEE products of a zero gradient with an infinite or NaN value (``dK_L`` gets
 ``0 * (x - B_L) = NaN`` from an input ``+inf``, as the reference's does). The gradient of the
-``N+1`` points is a per-channel scatter-add done without atomics: each tile compares the interval
-index of its elements with the ``N_POW2`` bins (a one-hot ``[tile, bins]`` selection) and sums over
-the elements; each program keeps its ``[channels, bins]`` sums in registers and writes them once.
+``N+1`` points is a per-channel scatter-add done without atomics: for each interval ``j`` in turn, a
+tile sums the contributions of its elements whose interval is ``j`` (a fixed-order reduction in the
+tile's own layout, so the element loads stay 128 bits wide and no ``[tile, bins]`` selection is ever
+held in registers); each program keeps its ``[channels, bins]`` sums in registers and writes them once.
+
+Both kernels receive ``C`` and ``inner`` as counts of ``PACK_C`` / ``PACK_I`` blocks (the largest
+power of two, at most 16 bytes of elements, dividing the axis contiguous in memory): the compiler then
+knows that every row or channel map starts on a pack boundary and uses 128-bit loads and stores where
+the shape and the base address allow them (the JIT only marks integers divisible by 16). Rows of
+channels (``inner == 1``) use 2-D tiles with the channels last, as in memory, so that the table reads
+(addresses of no known order) take the element loads' layout.
 """
 
 import torch
@@ -21,19 +29,24 @@ import triton.language as tl
 
 from .._layout import sum_partials
 from ..reference import compute_dtype
-from .common import channel_stride, compute_type, load_channel, reduction_programs, tile_config, tile_offsets
+from .common import channel_stride, compute_type, reduction_programs, tile_config, tile_offsets
 
-# Backward tiles on a GPU: at most this many elements, a one-hot [tile elements, N_POW2 bins] selection
-# of at most this many values, and per-program [channels, N_POW2] sums of at most this many values, all
-# in registers of BACKWARD_WARPS warps (halved for float64; sm_90 compiles without spilling). The
-# interpreter holds them in NumPy arrays and is faster with fewer, larger tiles.
-BACKWARD_TILE_ELEMENTS = 1024
-ONE_HOT_ELEMENTS = 4096
+# Tiles on a GPU. Forward: at most TILE_ELEMENTS_GPU elements in FORWARD_WARPS warps. Backward: one
+# pack (at most 16 bytes of elements) per thread of BACKWARD_WARPS warps, and per-program
+# [channels, N_POW2] sums of at most POINTS_SUM_ELEMENTS values; every tile halved for float64 (two
+# registers per value). Tiles along rows of channels (channels-last, (B, L, C)) span at most
+# *_ROW_CHANNELS channels: every thread keeps the parameters of its channels in registers. With these
+# sm_80 and sm_90 compile without spilling at <= 128 registers (25% occupancy) except the 16-bit rows
+# backward (see _backward_max_registers).
+TILE_ELEMENTS_GPU = 2048
 POINTS_SUM_ELEMENTS = 2048
+FORWARD_ROW_CHANNELS = 64
+BACKWARD_ROW_CHANNELS = 64
+FORWARD_WARPS = 4
 BACKWARD_WARPS = 8
-# The forward's float64 tiles spill with 4 warps (sm_90, channels along the tile).
-FORWARD_WARPS_FLOAT64 = 8
-ONE_HOT_ELEMENTS_INTERPRETED = 2**18
+BACKWARD_MAX_REGISTERS = 128
+# The interpreter runs one NumPy operation per tile and interval: fewer, larger tiles are faster.
+TILE_ELEMENTS_INTERPRETED = 2**17
 
 
 @triton.jit
@@ -46,15 +59,42 @@ def _div_rn(a, b, COMPUTE: tl.constexpr):
 
 
 @triton.jit
+def _tile(t, cb, outer, C, inner, n_i_blocks,
+          BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr, INT64: tl.constexpr,
+          ROWS: tl.constexpr):
+    """:func:`tile_offsets`, or for rows of channels (``inner == 1``) a 2-D ``[BLOCK_O, BLOCK_C]`` tile.
+
+    In 2-D the channels are the last axis in the tile as in memory: the table reads, whose addresses
+    have no known order, then get the element loads' layout instead of one that needs conversions.
+    """
+    if ROWS:
+        o = t * BLOCK_O + tl.arange(0, BLOCK_O)
+        c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+        if INT64:
+            o = o.to(tl.int64)
+        offsets = o[:, None] * C + c[None, :]
+        mask = (o < outer)[:, None] & (c < C)[None, :]
+    else:
+        offsets, mask, c = tile_offsets(t, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+    return offsets, mask, c
+
+
+@triton.jit
 def _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
-                    N: tl.constexpr, COMPUTE: tl.constexpr):
-    """Per-channel values of a tile: B_L, B_R, K_L, K_R, Y[0], Y[N], the interval width d and the table rows."""
-    bl = load_channel(LB, c, c_mask, p_stride_c, COMPUTE)
-    br = load_channel(RB, c, c_mask, p_stride_c, COMPUTE)
-    kl = load_channel(LS, c, c_mask, p_stride_c, COMPUTE)
-    kr = load_channel(RS, c, c_mask, p_stride_c, COMPUTE)
+                    N: tl.constexpr, COMPUTE: tl.constexpr, ROWS: tl.constexpr):
+    """Per-channel values of a tile, shaped to broadcast over it: B_L, B_R, K_L, K_R, Y[0], Y[N], the
+    interval width d and the table rows. (Written out rather than through helpers: each call of a jit
+    function costs the interpreter as much as many NumPy operations.)"""
+    bl = tl.load(LB + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
+    br = tl.load(RB + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
+    kl = tl.load(LS + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
+    kr = tl.load(RS + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
     # Table row of each channel (0 when shared); channels past C read row 0, so no address leaves the table.
-    rows = (tl.where(c_mask, c, 0) * (p_stride_c * (N + 1)))[None, :, None]
+    rows = tl.where(c_mask, c, 0) * (p_stride_c * (N + 1))
+    if ROWS:
+        bl, br, kl, kr, rows = bl[None, :], br[None, :], kl[None, :], kr[None, :], rows[None, :]
+    else:
+        bl, br, kl, kr, rows = bl[None, :, None], br[None, :, None], kl[None, :, None], kr[None, :, None], rows[None, :, None]
     y_first = tl.load(POINTS + rows).to(COMPUTE)
     y_last = tl.load(POINTS + rows + N).to(COMPUTE)
     d = _div_rn(br - bl, tl.full(br.shape, N, COMPUTE), COMPUTE)
@@ -81,15 +121,17 @@ def _locate(x, bl, br, d, N: tl.constexpr, COMPUTE: tl.constexpr):
 
 
 @triton.jit
-def _pwlu_forward_kernel(X, Y, POINTS, LB, RB, LS, RS, outer, C, inner, n_i_blocks, n_tiles, p_stride_c,
-                         N: tl.constexpr, COMPUTE: tl.constexpr,
+def _pwlu_forward_kernel(X, Y, POINTS, LB, RB, LS, RS, outer, C_packs, inner_packs, n_i_blocks, n_tiles, p_stride_c,
+                         N: tl.constexpr, COMPUTE: tl.constexpr, PACK_C: tl.constexpr, PACK_I: tl.constexpr,
                          BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-                         INT64: tl.constexpr):
+                         INT64: tl.constexpr, ROWS: tl.constexpr):
+    C = C_packs * PACK_C
+    inner = inner_packs * PACK_I
     pid = tl.program_id(0)
-    offsets, mask, c = tile_offsets(pid % n_tiles, pid // n_tiles, outer, C, inner, n_i_blocks,
-                                    BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+    offsets, mask, c = _tile(pid % n_tiles, pid // n_tiles, outer, C, inner, n_i_blocks,
+                             BLOCK_O, BLOCK_C, BLOCK_I, INT64, ROWS)
     bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c < C, p_stride_c,
-                                                               N, COMPUTE)
+                                                               N, COMPUTE, ROWS)
     x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
     left, right, inside, width, u, k, t = _locate(x, bl, br, d, N, COMPUTE)
     # k is in [0, N-1]: both reads stay in the channel's row.
@@ -104,27 +146,29 @@ def _pwlu_forward_kernel(X, Y, POINTS, LB, RB, LS, RS, outer, C, inner, n_i_bloc
 
 @triton.jit
 def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
-                          DPOINTS_PARTIAL, DLB_PARTIAL, DRB_PARTIAL, DLS_PARTIAL, DRS_PARTIAL,
-                          outer, C, inner, n_i_blocks, n_tiles, n_programs, p_stride_c,
+                          SUMS_PARTIAL,
+                          outer, C_packs, inner_packs, n_i_blocks, n_tiles, n_programs, p_stride_c,
                           N: tl.constexpr, N_POW2: tl.constexpr, COMPUTE: tl.constexpr,
+                          PACK_C: tl.constexpr, PACK_I: tl.constexpr,
                           BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-                          INT64: tl.constexpr):
+                          INT64: tl.constexpr, ROWS: tl.constexpr):
+    C = C_packs * PACK_C
+    inner = inner_packs * PACK_I
     pid = tl.program_id(0)
     program = pid % n_programs
     cb = pid // n_programs
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = c < C
-    bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
-                                                               N, COMPUTE)
-    bins = tl.arange(0, N_POW2)
-    # This program's running sums for its channels: dL/dY[c, bin] and the four per-channel gradients.
-    dpoints = tl.zeros([BLOCK_C, N_POW2], dtype=COMPUTE)
-    dlb = tl.zeros([BLOCK_C], dtype=COMPUTE)
-    drb = tl.zeros([BLOCK_C], dtype=COMPUTE)
-    dls = tl.zeros([BLOCK_C], dtype=COMPUTE)
-    drs = tl.zeros([BLOCK_C], dtype=COMPUTE)
+    bins = tl.arange(0, N_POW2)[None, :]
+    # This program's running sums for its channels: dL/dY[c, 0..N] in bins 0..N, then dL/dB_L, dL/dB_R,
+    # dL/dK_L and dL/dK_R in bins N+1..N+4 (one accumulator spread over the threads, not four more
+    # [channels] vectors held by every thread of a channel).
+    sums = tl.zeros([BLOCK_C, N_POW2], dtype=COMPUTE)
     for tile in range(program, n_tiles, n_programs):
-        offsets, mask, _ = tile_offsets(tile, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+        offsets, mask, _ = _tile(tile, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64, ROWS)
+        # Loaded per tile (cache hits) rather than kept: they would stay live through the interval loop.
+        bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
+                                                                   N, COMPUTE, ROWS)
         x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
         g = tl.load(DY + offsets, mask=mask, other=0.0).to(COMPUTE)
         left, right, inside, width, u, k, t = _locate(x, bl, br, d, N, COMPUTE)
@@ -141,91 +185,130 @@ def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
         dx = g_left * kl + g_right * kr + g_slope
         tl.store(DX + offsets, dx.to(DX.dtype.element_ty), mask=mask)
         # Products with x - B (not selections): a zero gradient times an infinite or NaN x is NaN, as in autograd.
-        dls += tl.sum(tl.sum(g_left * (x - bl), axis=2), axis=0)
-        drs += tl.sum(tl.sum(g_right * (x - br), axis=2), axis=0)
-        dlb += tl.sum(tl.sum(g_slope_u - g_left * kl - g_slope, axis=2), axis=0)
-        drb += tl.sum(tl.sum(-(g_right * kr) - g_slope_u, axis=2), axis=0)
+        to_dlb = g_slope_u - g_left * kl - g_slope
+        to_drb = -(g_right * kr) - g_slope_u
+        to_dls = g_left * (x - bl)
+        to_drs = g_right * (x - br)
+        if ROWS:  # (a _channel_sum function would cost the interpreter four more calls per tile)
+            dlb, drb = tl.sum(to_dlb, axis=0)[:, None], tl.sum(to_drb, axis=0)[:, None]
+            dls, drs = tl.sum(to_dls, axis=0)[:, None], tl.sum(to_drs, axis=0)[:, None]
+        else:
+            dlb, drb = tl.sum(tl.sum(to_dlb, axis=2), axis=0)[:, None], tl.sum(tl.sum(to_drb, axis=2), axis=0)[:, None]
+            dls, drs = tl.sum(tl.sum(to_dls, axis=2), axis=0)[:, None], tl.sum(tl.sum(to_drs, axis=2), axis=0)[:, None]
+        sums += (tl.where(bins == N + 1, dlb, 0.0) + tl.where(bins == N + 2, drb, 0.0)
+                 + tl.where(bins == N + 3, dls, 0.0) + tl.where(bins == N + 4, drs, 0.0))
         # Scatter-add into bins k and k + 1: (1 - t) and t of the inside gradient, the left gradient
         # to Y[0] (k = 0 there) and the right one to Y[N] (as bin k + 1 with k = N - 1).
         k = tl.where(right, N - 1, k)
         to_k = g_left + g_inside * (1 - t)
         to_k1 = g_right + g_inside * t
-        hit = bins[None, None, None, :] - k[:, :, :, None]
-        scatter = tl.where(hit == 0, to_k[:, :, :, None], 0.0) + tl.where(hit == 1, to_k1[:, :, :, None], 0.0)
-        dpoints += tl.sum(tl.sum(scatter, axis=2), axis=0)
-    partial = program * C + c
-    tl.store(DLB_PARTIAL + partial, dlb, mask=c_mask)
-    tl.store(DRB_PARTIAL + partial, drb, mask=c_mask)
-    tl.store(DLS_PARTIAL + partial, dls, mask=c_mask)
-    tl.store(DRS_PARTIAL + partial, drs, mask=c_mask)
-    # (programs, N + 1, C) workspace: bins along the middle axis, channels last.
-    points_partial = program * (N + 1) * C + bins[None, :] * C + c[:, None]
-    tl.store(DPOINTS_PARTIAL + points_partial, dpoints, mask=c_mask[:, None] & (bins < N + 1)[None, :])
+        # One interval at a time, summed over the tile in its own layout (a [tile, bins] selection
+        # would give the element loads its layout, one element per thread); only the intervals that
+        # the tile's elements fall in (masked lanes add 0 wherever they fall).
+        for j in range(tl.min(k), tl.max(k) + 1):
+            at_j = k == j
+            # (in 3-D both sums in one reduction: each call of tl.sum costs the interpreter as much as
+            # many NumPy operations)
+            if ROWS:
+                to_j = tl.sum(tl.where(at_j, to_k, 0.0), axis=0)[:, None]
+                to_j1 = tl.sum(tl.where(at_j, to_k1, 0.0), axis=0)[:, None]
+            else:
+                pair = tl.join(tl.where(at_j, to_k, 0.0), tl.where(at_j, to_k1, 0.0))
+                to_j, to_j1 = tl.split(tl.sum(tl.sum(pair, axis=2), axis=0))
+                to_j = to_j[:, None]
+                to_j1 = to_j1[:, None]
+            sums += tl.where(bins == j, to_j, 0.0) + tl.where(bins == j + 1, to_j1, 0.0)
+    # (programs, N + 5, C) workspace: bins along the middle axis, channels last.
+    partial = program * (N + 5) * C + bins * C + c[:, None]
+    tl.store(SUMS_PARTIAL + partial, sums, mask=c_mask[:, None] & (bins < N + 5))
 
 
-def _fit_tile(cfg: dict, outer: int, C: int, inner: int, max_elements: int, max_channels: int) -> dict:
-    """``cfg`` (from :func:`tile_config`) with its tile cut down to at most ``max_elements`` elements
-    and ``max_channels`` channels.
-
-    Halves the rows first, then the channels while the inner axis is the contiguous one, then the
-    inner axis, so that the axis contiguous in memory keeps the longest runs.
-    """
-    bo, bc, bi = cfg["BLOCK_O"], min(cfg["BLOCK_C"], max_channels), cfg["BLOCK_I"]
-    while bo * bc * bi > max_elements and bo > 1:
-        bo //= 2
-    while bo * bc * bi > max_elements and bc > 1 and (bi > 1 or inner == 1):
-        bc //= 2
-    while bo * bc * bi > max_elements and bi > 1:
-        bi //= 2
-    while bo * bc * bi > max_elements and bc > 1:
-        bc //= 2
-    n_i_blocks = triton.cdiv(inner, bi)
-    return dict(cfg, BLOCK_O=bo, BLOCK_C=bc, BLOCK_I=bi, n_i_blocks=n_i_blocks,
-                n_tiles=triton.cdiv(outer, bo) * n_i_blocks, n_c_blocks=triton.cdiv(C, bc))
+def _pack(n: int, x: torch.Tensor) -> int:
+    """The largest power of two, at most 16 bytes of ``x``'s elements, that divides ``n``."""
+    pack = 16 // x.element_size()
+    while n % pack:
+        pack //= 2
+    return pack
 
 
-def _backward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int, n_pow2: int) -> dict:
-    """:func:`tile_config` with the tile cut down to what the backward kernel holds in registers."""
-    cfg = tile_config(outer, C, inner, x.numel())
-    if x.device.type != "cuda":
-        return _fit_tile(cfg, outer, C, inner, max(1, ONE_HOT_ELEMENTS_INTERPRETED // n_pow2), cfg["BLOCK_C"])
+def _packs(x: torch.Tensor, C: int, inner: int) -> dict:
+    """``C`` and ``inner`` as counts of ``PACK_C`` / ``PACK_I`` blocks (the axis contiguous in memory packs)."""
+    pack_i = _pack(inner, x)
+    pack_c = _pack(C, x) if inner == 1 else 1
+    return dict(C_packs=C // pack_c, inner_packs=inner // pack_i, PACK_C=pack_c, PACK_I=pack_i)
+
+
+def _sized_tile_config(outer: int, C: int, inner: int, numel: int, max_elements: int, max_channels: int) -> dict:
+    """Tile shape and grid sizes, as :func:`tile_config` chooses them, within ``max_elements``
+    elements and ``max_channels`` channels: the axis contiguous in memory first, then channels, then rows."""
+    block_i = min(triton.next_power_of_2(inner), max_elements)
+    block_c = min(triton.next_power_of_2(C), max_channels, max(1, max_elements // block_i))
+    block_o = min(triton.next_power_of_2(outer), max(1, max_elements // (block_i * block_c)))
+    n_i_blocks = triton.cdiv(inner, block_i)
+    return dict(BLOCK_O=block_o, BLOCK_C=block_c, BLOCK_I=block_i, n_i_blocks=n_i_blocks,
+                n_tiles=triton.cdiv(outer, block_o) * n_i_blocks, n_c_blocks=triton.cdiv(C, block_c),
+                INT64=tile_config(outer, C, inner, numel)["INT64"])
+
+
+def _on_gpu(x: torch.Tensor) -> bool:
+    return x.device.type == "cuda"
+
+
+def _forward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int) -> dict:
+    if not _on_gpu(x):
+        return tile_config(outer, C, inner, x.numel())
     words = 2 if x.dtype == torch.float64 else 1  # registers per value
-    max_elements = min(BACKWARD_TILE_ELEMENTS, ONE_HOT_ELEMENTS // n_pow2) // words
-    return _fit_tile(cfg, outer, C, inner, max(1, max_elements), max(1, POINTS_SUM_ELEMENTS // n_pow2 // words))
+    return _sized_tile_config(outer, C, inner, x.numel(), TILE_ELEMENTS_GPU // words, FORWARD_ROW_CHANNELS // words)
+
+
+def _backward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int, n_pow2: int, pack: int) -> dict:
+    if not _on_gpu(x):
+        return _sized_tile_config(outer, C, inner, x.numel(), TILE_ELEMENTS_INTERPRETED, triton.next_power_of_2(C))
+    words = 2 if x.dtype == torch.float64 else 1
+    max_channels = max(1, min(BACKWARD_ROW_CHANNELS, POINTS_SUM_ELEMENTS // n_pow2) // words)
+    elements = 32 * BACKWARD_WARPS * pack  # one pack (at most 16 bytes) per thread
+    return _sized_tile_config(outer, C, inner, x.numel(), elements, max_channels)
+
+
+def _backward_max_registers(x: torch.Tensor, inner: int):
+    """The register cap for ptxas: 128 (25% occupancy), except for 16-bit rows of channels, whose threads
+    hold 8 channels' parameters and spill under it (they run at 12.5% occupancy without spilling)."""
+    return None if inner == 1 and x.element_size() == 2 else BACKWARD_MAX_REGISTERS
 
 
 def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner):
     y = torch.empty_like(x)
-    cfg = tile_config(outer, C, inner, x.numel())
+    cfg = _forward_tile_config(x, outer, C, inner)
+    packs = _packs(x, C, inner)
     grid = (cfg["n_tiles"] * cfg["n_c_blocks"],)
     _pwlu_forward_kernel[grid](
         x, y, points, left_bound, right_bound, left_slope, right_slope,
-        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], channel_stride(left_bound),
-        N=points.shape[1] - 1, COMPUTE=compute_type(x),
-        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
-        num_warps=FORWARD_WARPS_FLOAT64 if x.dtype == torch.float64 else 4)
+        outer, packs["C_packs"], packs["inner_packs"], cfg["n_i_blocks"], cfg["n_tiles"], channel_stride(left_bound),
+        N=points.shape[1] - 1, COMPUTE=compute_type(x), PACK_C=packs["PACK_C"], PACK_I=packs["PACK_I"],
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"], ROWS=inner == 1,
+        num_warps=FORWARD_WARPS)
     return y
 
 
 def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner):
     grad_x = torch.empty_like(x)
     intervals = points.shape[1] - 1
-    n_pow2 = triton.next_power_of_2(intervals + 1)
-    cfg = _backward_tile_config(x, outer, C, inner, n_pow2)
+    n_pow2 = triton.next_power_of_2(intervals + 5)  # bins 0..N and the four per-channel sums
+    packs = _packs(x, C, inner)
+    cfg = _backward_tile_config(x, outer, C, inner, n_pow2, packs["PACK_C"] * packs["PACK_I"])
     n_programs = reduction_programs(x.device, cfg["n_tiles"], cfg["n_c_blocks"])
-    partial_dtype = compute_dtype(x)
-    dpoints_partial = torch.empty((n_programs, intervals + 1, C), dtype=partial_dtype, device=x.device)
-    dlb_partial, drb_partial, dls_partial, drs_partial = (
-        torch.empty((n_programs, C), dtype=partial_dtype, device=x.device) for _ in range(4))
+    sums_partial = torch.empty((n_programs, intervals + 5, C), dtype=compute_dtype(x), device=x.device)
     grid = (n_programs * cfg["n_c_blocks"],)
     _pwlu_backward_kernel[grid](
         x, grad_output, grad_x, points, left_bound, right_bound, left_slope, right_slope,
-        dpoints_partial, dlb_partial, drb_partial, dls_partial, drs_partial,
-        outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, channel_stride(left_bound),
-        N=intervals, N_POW2=n_pow2, COMPUTE=compute_type(x),
-        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
-        num_warps=BACKWARD_WARPS)
+        sums_partial,
+        outer, packs["C_packs"], packs["inner_packs"], cfg["n_i_blocks"], cfg["n_tiles"], n_programs,
+        channel_stride(left_bound),
+        N=intervals, N_POW2=n_pow2, COMPUTE=compute_type(x), PACK_C=packs["PACK_C"], PACK_I=packs["PACK_I"],
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"], ROWS=inner == 1,
+        num_warps=BACKWARD_WARPS, maxnreg=_backward_max_registers(x, inner))
     # sum_partials takes channels on the last axis: points transposed to (N + 1, C), and back.
-    grad_points = sum_partials(dpoints_partial, points.t()).t().contiguous()
-    return (grad_x, grad_points, sum_partials(dlb_partial, left_bound), sum_partials(drb_partial, right_bound),
-            sum_partials(dls_partial, left_slope), sum_partials(drs_partial, right_slope))
+    grad_points = sum_partials(sums_partial[:, :intervals + 1], points.t()).t().contiguous()
+    dlb, drb, dls, drs = (sums_partial[:, intervals + 1 + i] for i in range(4))
+    return (grad_x, grad_points, sum_partials(dlb, left_bound), sum_partials(drb, right_bound),
+            sum_partials(dls, left_slope), sum_partials(drs, right_slope))
