@@ -47,8 +47,9 @@ def load_latest(path: pathlib.Path) -> list[dict]:
 
 
 def result_files(results_dir: pathlib.Path = RESULTS_DIR) -> list[pathlib.Path]:
-    """CPU first, then GPUs by name."""
-    return sorted(results_dir.glob("*.csv"), key=lambda p: (not p.name.startswith("cpu-"), p.name))
+    """CPU first, then GPUs by name; not the static gates' tables (gate-*.csv: compiler output, no timings)."""
+    files = [p for p in results_dir.glob("*.csv") if not p.name.startswith("gate-")]
+    return sorted(files, key=lambda p: (not p.name.startswith("cpu-"), p.name))
 
 
 def kernel_providers(rows: list[dict]) -> list[str]:

@@ -22,6 +22,11 @@ namespace cuda_common {
 // Threads of every block (a multiple of 32: the reductions shuffle full warps).
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
+// The minimum resident blocks per SM of every kernel's __launch_bounds__. Without one, ptxas
+// trims some instances to the registers of an occupancy step (64, 80, 128) and spills 8-24
+// bytes to the stack to fit; with 1 it keeps their values in registers. The grids are sized
+// from the occupancy that results (grid.h), whatever it is.
+constexpr int kMinBlocksPerSM = 1;
 // Channels of one rows-kernel tile (the rows kernels' channel blocks are this wide).
 constexpr int kRowsTileChannels = int(grid::kRowsTileChannels);
 // Packs each thread loads before computing on them: keeps several loads in flight.
@@ -108,7 +113,8 @@ struct alignas(sizeof(scalar_t) * N) Pack {
 // Stores a pack as one store of its full width. nvcc splits a plain assignment of the pack
 // struct (and of a uint4 made from it) into one store per element in the int64
 // instantiations of the rows kernels: their PTX had four st.global.f32 where the int32 ones
-// have st.global.v4.f32. The vector store is therefore written out in PTX.
+// have st.global.v4.f32 (and two 16-bit stores for 4-byte packs). The store is therefore
+// written out in PTX, for every pack of 4, 8 or 16 bytes.
 template <typename scalar_t, int N>
 __device__ __forceinline__ void store_pack(scalar_t* dst, const Pack<scalar_t, N>& pack) {
   constexpr size_t kBytes = sizeof(scalar_t) * N;
@@ -121,6 +127,10 @@ __device__ __forceinline__ void store_pack(scalar_t* dst, const Pack<scalar_t, N
     uint32_t w[2];
     memcpy(w, &pack, kBytes);
     asm volatile("st.global.v2.b32 [%0], {%1, %2};" ::"l"(dst), "r"(w[0]), "r"(w[1]) : "memory");
+  } else if constexpr (kBytes == 4) {
+    uint32_t w;
+    memcpy(&w, &pack, kBytes);
+    asm volatile("st.global.b32 [%0], %1;" ::"l"(dst), "r"(w) : "memory");
   } else {
     *reinterpret_cast<Pack<scalar_t, N>*>(dst) = pack;
   }

@@ -68,7 +68,7 @@ __device__ __forceinline__ void load_params(const acc_t* __restrict__ theta, con
 // blocks_per_channel * blockDim packs, of the channel's outer * inner / VEC packs.
 
 template <typename scalar_t, int STAGES, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     lslu_forward_channel_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                                 const acc_type<scalar_t>* __restrict__ theta,
                                 const acc_type<scalar_t>* __restrict__ omega, index_t outer,
@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename scalar_t, int STAGES, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     lslu_backward_channel_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                                  scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ theta,
                                  const acc_type<scalar_t>* __restrict__ omega,
@@ -195,7 +195,7 @@ __global__ void __launch_bounds__(kThreads)
 // every blocks_per_tile * blockDim.y rows. With CV > 1, channels % CV == 0.
 
 template <typename scalar_t, int STAGES, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     lslu_forward_rows_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                              const acc_type<scalar_t>* __restrict__ theta,
                              const acc_type<scalar_t>* __restrict__ omega, index_t rows,
@@ -232,7 +232,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename scalar_t, int STAGES, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     lslu_backward_rows_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                               scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ theta,
                               const acc_type<scalar_t>* __restrict__ omega,

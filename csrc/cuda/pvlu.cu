@@ -52,7 +52,7 @@ constexpr int pack_16_bytes() {
 // blocks_per_channel * blockDim packs, of the channel's outer * inner / VEC packs.
 
 template <typename scalar_t, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pvlu_forward_channel_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                                 const acc_type<scalar_t>* __restrict__ alpha,
                                 const acc_type<scalar_t>* __restrict__ beta, index_t outer, index_t channels,
@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename scalar_t, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pvlu_backward_channel_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                                  scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ alpha,
                                  const acc_type<scalar_t>* __restrict__ beta,
@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(kThreads)
 // every blocks_per_tile * blockDim.y rows. With CV > 1, channels % CV == 0.
 
 template <typename scalar_t, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pvlu_forward_rows_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                              const acc_type<scalar_t>* __restrict__ alpha,
                              const acc_type<scalar_t>* __restrict__ beta, index_t rows, index_t channels,
@@ -205,7 +205,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename scalar_t, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pvlu_backward_rows_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                               scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ alpha,
                               const acc_type<scalar_t>* __restrict__ beta,

@@ -141,7 +141,7 @@ __device__ __forceinline__ void write_partial(acc_t* __restrict__ dpoints_partia
 // blocks_per_channel * blockDim packs, of the channel's outer * inner / VEC packs.
 
 template <typename scalar_t, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pwlu_forward_channel_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                                 Params<acc_type<scalar_t>> prm, index_t outer, index_t channels, index_t inner,
                                 index_t blocks_per_channel) {
@@ -183,7 +183,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // Dynamic shared memory: (N + 5) * blockDim.x sums.
 template <typename scalar_t, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pwlu_backward_channel_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                                  scalar_t* __restrict__ grad_input, Params<acc_type<scalar_t>> prm,
                                  acc_type<scalar_t>* __restrict__ dpoints_partial,
@@ -260,7 +260,7 @@ __global__ void __launch_bounds__(kThreads)
 // CV > 1, channels % CV == 0.
 
 template <typename scalar_t, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pwlu_forward_rows_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, Params<acc_type<scalar_t>> prm,
                              index_t rows, index_t channels, index_t blocks_per_tile) {
   using acc_t = acc_type<scalar_t>;
@@ -303,7 +303,7 @@ __global__ void __launch_bounds__(kThreads)
 // Dynamic shared memory: (N + 5) * CV * blockDim.x * blockDim.y sums; the column of channel
 // j of thread t = ty * blockDim.x + tx is j * threads + t.
 template <typename scalar_t, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pwlu_backward_rows_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                               scalar_t* __restrict__ grad_input, Params<acc_type<scalar_t>> prm,
                               acc_type<scalar_t>* __restrict__ dpoints_partial,
