@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "grid.h"
 #include "launch.h"
 #include "lslu.h"
 #if !defined(LSLU_CUDA)
@@ -59,17 +60,39 @@ void backward(const LsluArgs& args, uintptr_t launch) { lslu_backward_cpu(args, 
 #if defined(LSLU_CUDA)
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "lslu-kernels: hand-written CUDA kernels (raw-pointer interface)";
-  m.def("lslu_backward_partials", &lslu_backward_partials_cuda, py::arg("outer"), py::arg("channels"),
-        py::arg("inner"), py::arg("multiprocessors"));
+  // Asks the current device (the occupancy of the backward kernel that the sizes select).
+  m.def(
+      "lslu_backward_partials",
+      [](const std::string& dtype, int64_t outer, int64_t channels, int64_t inner, int stages, int multiprocessors) {
+        return lslu_backward_partials_cuda(dtype_named(dtype), stages, outer, channels, inner, multiprocessors);
+      },
+      py::arg("dtype"), py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("stages"),
+      py::arg("multiprocessors"));
+  m.def(
+      "device_support",
+      [](int device) {
+        const CudaDeviceSupport s = cuda_device_support(device);
+        py::dict d;
+        d["driver_version"] = s.driver_version;
+        d["runtime_version"] = s.runtime_version;
+        d["compute_capability"] = s.compute_capability;
+        d["image_ok"] = s.image_ok;
+        d["error"] = s.error;
+        return d;
+      },
+      py::arg("device"),
+      "What this extension can do on CUDA device `device`: driver_version, runtime_version, compute_capability "
+      "(major * 10 + minor), image_ok (a kernel's attributes could be read there) and error (the first CUDA "
+      "error string, \"\" when none). Never raises for a missing or old driver.");
 #else
 PYBIND11_MODULE(_C_cpu, m) {
   m.doc() = "lslu-kernels: hand-written C++ CPU kernels (raw-pointer interface)";
   m.def(
       "lslu_backward_partials",
-      [](int64_t outer, int64_t channels, int64_t inner, int /*multiprocessors*/) {
-        return lslu_backward_partials_cpu(outer, channels, inner);
-      },
-      py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("multiprocessors"));
+      [](const std::string& /*dtype*/, int64_t outer, int64_t channels, int64_t inner, int /*stages*/,
+         int /*multiprocessors*/) { return lslu_backward_partials_cpu(outer, channels, inner); },
+      py::arg("dtype"), py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("stages"),
+      py::arg("multiprocessors"));
 
   // The instruction-set level of the kernels (csrc/cpu/isa.h): LSLU_KERNELS_CPU_ISA caps it here, at load.
   set_cpu_isa_from_environment();
@@ -89,11 +112,15 @@ PYBIND11_MODULE(_C_cpu, m) {
       },
       "The levels this CPU and build run, lowest first.");
 #endif
+  // The CUDA grids' wave arithmetic (grid.h), in both extensions: plain host code.
+  m.def("wave_blocks_per_column", &grid::blocks_per_column, py::arg("outer"), py::arg("channels"), py::arg("inner"),
+        py::arg("resident_blocks"), py::arg("multiprocessors"));
   m.def(
       "lslu_forward",
       [](uintptr_t x, uintptr_t y, uintptr_t theta, uintptr_t omega, const std::string& dtype, int64_t outer,
-         int64_t channels, int64_t inner, int stages, uintptr_t launch) {
+         int64_t channels, int64_t inner, int stages, uintptr_t launch, bool force_int64) {
         LsluArgs args = lslu_args(dtype, outer, channels, inner, stages, theta, omega);
+        args.force_int64 = force_int64;
         args.x = address(x);
         args.y = mutable_address(y);
         py::gil_scoped_release no_gil;
@@ -101,13 +128,14 @@ PYBIND11_MODULE(_C_cpu, m) {
       },
       py::arg("x"), py::arg("y"), py::arg("theta"), py::arg("omega"), py::kw_only(), py::arg("dtype"),
       py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("stages"),
-      py::arg("launch"));
+      py::arg("launch"), py::arg("force_int64") = false);
   m.def(
       "lslu_backward",
       [](uintptr_t grad_output, uintptr_t x, uintptr_t grad_input, uintptr_t theta, uintptr_t omega,
          uintptr_t dtheta_partial, uintptr_t domega_partial, const std::string& dtype, int64_t outer, int64_t channels,
-         int64_t inner, int stages, int64_t partials, uintptr_t launch) {
+         int64_t inner, int stages, int64_t partials, uintptr_t launch, bool force_int64) {
         LsluArgs args = lslu_args(dtype, outer, channels, inner, stages, theta, omega);
+        args.force_int64 = force_int64;
         args.grad_output = address(grad_output);
         args.x = address(x);
         args.grad_input = mutable_address(grad_input);
@@ -120,26 +148,27 @@ PYBIND11_MODULE(_C_cpu, m) {
       py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("theta"), py::arg("omega"),
       py::arg("dtheta_partial"), py::arg("domega_partial"), py::kw_only(), py::arg("dtype"), py::arg("outer"),
       py::arg("channels"), py::arg("inner"), py::arg("stages"), py::arg("partials"),
-      py::arg("launch"));
+      py::arg("launch"), py::arg("force_int64") = false);
   m.attr("max_lslu_stages") = kLsluMaxStages;
 
   // ---- pvlu ----
-#if defined(LSLU_CUDA)
-  m.def("pvlu_backward_partials", &pvlu_backward_partials_cuda, py::arg("outer"), py::arg("channels"),
-        py::arg("inner"), py::arg("multiprocessors"));
-#else
   m.def(
       "pvlu_backward_partials",
-      [](int64_t outer, int64_t channels, int64_t inner, int /*multiprocessors*/) {
+      [](const std::string& dtype, int64_t outer, int64_t channels, int64_t inner, int multiprocessors) {
+#if defined(LSLU_CUDA)
+        return pvlu_backward_partials_cuda(dtype_named(dtype), outer, channels, inner, multiprocessors);
+#else
+        (void)dtype, (void)multiprocessors;
         return pvlu_backward_partials_cpu(outer, channels, inner);
-      },
-      py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("multiprocessors"));
 #endif
+      },
+      py::arg("dtype"), py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("multiprocessors"));
   m.def(
       "pvlu_forward",
       [](uintptr_t x, uintptr_t y, uintptr_t alpha, uintptr_t beta, const std::string& dtype, int64_t outer,
-         int64_t channels, int64_t inner, uintptr_t launch) {
+         int64_t channels, int64_t inner, uintptr_t launch, bool force_int64) {
         PvluArgs args{};
+        args.force_int64 = force_int64;
         args.dtype = dtype_named(dtype);
         args.outer = outer;
         args.channels = channels;
@@ -156,13 +185,14 @@ PYBIND11_MODULE(_C_cpu, m) {
 #endif
       },
       py::arg("x"), py::arg("y"), py::arg("alpha"), py::arg("beta"), py::kw_only(), py::arg("dtype"),
-      py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("launch"));
+      py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("launch"), py::arg("force_int64") = false);
   m.def(
       "pvlu_backward",
       [](uintptr_t grad_output, uintptr_t x, uintptr_t grad_input, uintptr_t alpha, uintptr_t beta,
          uintptr_t dalpha_partial, uintptr_t dbeta_partial, const std::string& dtype, int64_t outer,
-         int64_t channels, int64_t inner, int64_t partials, uintptr_t launch) {
+         int64_t channels, int64_t inner, int64_t partials, uintptr_t launch, bool force_int64) {
         PvluArgs args{};
+        args.force_int64 = force_int64;
         args.dtype = dtype_named(dtype);
         args.outer = outer;
         args.channels = channels;
@@ -184,7 +214,7 @@ PYBIND11_MODULE(_C_cpu, m) {
       },
       py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("alpha"), py::arg("beta"),
       py::arg("dalpha_partial"), py::arg("dbeta_partial"), py::kw_only(), py::arg("dtype"), py::arg("outer"),
-      py::arg("channels"), py::arg("inner"), py::arg("partials"), py::arg("launch"));
+      py::arg("channels"), py::arg("inner"), py::arg("partials"), py::arg("launch"), py::arg("force_int64") = false);
 
   // ---- pwlu ----
   m.def(
@@ -204,8 +234,9 @@ PYBIND11_MODULE(_C_cpu, m) {
       "pwlu_forward",
       [](uintptr_t x, uintptr_t y, uintptr_t points, uintptr_t left_bound, uintptr_t right_bound,
          uintptr_t left_slope, uintptr_t right_slope, const std::string& dtype, int64_t outer, int64_t channels,
-         int64_t inner, int intervals, uintptr_t launch) {
+         int64_t inner, int intervals, uintptr_t launch, bool force_int64) {
         PwluArgs args{};
+        args.force_int64 = force_int64;
         args.dtype = dtype_named(dtype);
         args.outer = outer;
         args.channels = channels;
@@ -227,14 +258,15 @@ PYBIND11_MODULE(_C_cpu, m) {
       },
       py::arg("x"), py::arg("y"), py::arg("points"), py::arg("left_bound"), py::arg("right_bound"),
       py::arg("left_slope"), py::arg("right_slope"), py::kw_only(), py::arg("dtype"), py::arg("outer"),
-      py::arg("channels"), py::arg("inner"), py::arg("intervals"), py::arg("launch"));
+      py::arg("channels"), py::arg("inner"), py::arg("intervals"), py::arg("launch"), py::arg("force_int64") = false);
   m.def(
       "pwlu_backward",
       [](uintptr_t grad_output, uintptr_t x, uintptr_t grad_input, uintptr_t points, uintptr_t left_bound,
          uintptr_t right_bound, uintptr_t left_slope, uintptr_t right_slope, uintptr_t dpoints_partial,
          uintptr_t dscalars_partial, const std::string& dtype, int64_t outer, int64_t channels, int64_t inner,
-         int intervals, int64_t partials, uintptr_t launch) {
+         int intervals, int64_t partials, uintptr_t launch, bool force_int64) {
         PwluArgs args{};
+        args.force_int64 = force_int64;
         args.dtype = dtype_named(dtype);
         args.outer = outer;
         args.channels = channels;
@@ -261,6 +293,6 @@ PYBIND11_MODULE(_C_cpu, m) {
       py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("points"), py::arg("left_bound"),
       py::arg("right_bound"), py::arg("left_slope"), py::arg("right_slope"), py::arg("dpoints_partial"),
       py::arg("dscalars_partial"), py::kw_only(), py::arg("dtype"), py::arg("outer"), py::arg("channels"),
-      py::arg("inner"), py::arg("intervals"), py::arg("partials"), py::arg("launch"));
+      py::arg("inner"), py::arg("intervals"), py::arg("partials"), py::arg("launch"), py::arg("force_int64") = false);
   m.attr("max_pwlu_intervals") = kPwluMaxIntervals;
 }

@@ -7,9 +7,14 @@
 // (shared parameters are expanded to every channel by the caller). Backward writes per-channel partial sums of the
 // parameter gradients into (partials, stages, channels) buffers, every entry,
 // which Python sums over the first axis in a fixed order.
+//
+// force_int64: the CUDA kernels index in int64 even where int32 would do (tests reach the
+// int64 instantiations on small tensors with it); the CPU kernels always index in int64
+// and ignore it.
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "dtypes.h"
 
@@ -30,6 +35,7 @@ struct LsluArgs {
   void* dtheta_partial;
   void* domega_partial;
   int64_t partials;
+  bool force_int64;
 };
 
 // CPU (csrc/cpu): `threads` OpenMP threads; results do not depend on it.
@@ -38,7 +44,10 @@ void lslu_forward_cpu(const LsluArgs& args, int threads);
 void lslu_backward_cpu(const LsluArgs& args, int threads);
 
 // CUDA (csrc/cuda): launched on `stream` (a cudaStream_t) of the current device.
-int64_t lslu_backward_partials_cuda(int64_t outer, int64_t channels, int64_t inner, int multiprocessors);
+// The CUDA partials count is the backward blocks per column (grid.h) for the kernel these
+// sizes select on the current device, so it depends on the dtype and stages as well.
+int64_t lslu_backward_partials_cuda(DType dtype, int stages, int64_t outer, int64_t channels, int64_t inner,
+                                    int multiprocessors);
 void lslu_forward_cuda(const LsluArgs& args, void* stream);
 void lslu_backward_cuda(const LsluArgs& args, void* stream);
 
@@ -60,13 +69,14 @@ struct PvluArgs {
   void* dalpha_partial;
   void* dbeta_partial;
   int64_t partials;
+  bool force_int64;
 };
 
 int64_t pvlu_backward_partials_cpu(int64_t outer, int64_t channels, int64_t inner);
 void pvlu_forward_cpu(const PvluArgs& args, int threads);
 void pvlu_backward_cpu(const PvluArgs& args, int threads);
 
-int64_t pvlu_backward_partials_cuda(int64_t outer, int64_t channels, int64_t inner, int multiprocessors);
+int64_t pvlu_backward_partials_cuda(DType dtype, int64_t outer, int64_t channels, int64_t inner, int multiprocessors);
 void pvlu_forward_cuda(const PvluArgs& args, void* stream);
 void pvlu_backward_cuda(const PvluArgs& args, void* stream);
 
@@ -98,6 +108,7 @@ struct PwluArgs {
   void* dpoints_partial;
   void* dscalars_partial;
   int64_t partials;
+  bool force_int64;
 };
 
 int64_t pwlu_backward_partials_cpu(int64_t outer, int64_t channels, int64_t inner);
@@ -109,5 +120,23 @@ int64_t pwlu_backward_partials_cuda(DType dtype, int64_t outer, int64_t channels
                                     int multiprocessors);
 void pwlu_forward_cuda(const PwluArgs& args, void* stream);
 void pwlu_backward_cuda(const PwluArgs& args, void* stream);
+
+// ---- the device (csrc/cuda/device.cu) ----
+
+// What the CUDA extension can do on one device. Never throws: a call that fails leaves its
+// CUDA error string in `error` (the first one; "" when every call succeeded) and the
+// fields it would have filled at 0 / false.
+struct CudaDeviceSupport {
+  int driver_version = 0;      // cudaDriverGetVersion: 0 without a driver
+  int runtime_version = 0;     // cudaRuntimeGetVersion: the runtime the extension links
+  int compute_capability = 0;  // major * 10 + minor
+  bool image_ok = false;       // cudaFuncGetAttributes of one of the kernels succeeded there
+  std::string error;
+};
+
+CudaDeviceSupport cuda_device_support(int device);
+
+// One kernel of the extension (csrc/cuda/pvlu.cu), as cudaFuncGetAttributes takes it.
+const void* pvlu_probe_kernel_cuda();
 
 }  // namespace lslu_kernels

@@ -35,7 +35,10 @@ def test_cuda_extension_was_built():
     """Importing needs no GPU: the extension links the CUDA runtime statically."""
     module = importlib.import_module("lslu_kernels._C_cuda")
     assert module.max_lslu_stages >= 3
-    assert module.lslu_backward_partials(outer=64, channels=32, inner=3136, multiprocessors=132) >= 1
+    # Host code that runs without a GPU: the grid arithmetic and the device probe.
+    assert module.wave_blocks_per_column(outer=64, channels=32, inner=3136, resident_blocks=4, multiprocessors=132) >= 1
+    support = module.device_support(0)
+    assert set(support) == {"driver_version", "runtime_version", "compute_capability", "image_ok", "error"}
     cuda = _backends.backends()["cuda"]
     assert cuda.available or cuda.missing == "built, but torch sees no CUDA device", cuda.missing
 

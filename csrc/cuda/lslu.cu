@@ -31,15 +31,6 @@ namespace {
 
 using namespace cuda_common;
 
-
-
-
-
-
-
-
-
-
 // Elements per pack of the channel kernels: 16 bytes, all in one channel.
 template <typename scalar_t>
 constexpr int channel_pack() {
@@ -77,7 +68,7 @@ __device__ __forceinline__ void load_params(const acc_t* __restrict__ theta, con
 // blocks_per_channel * blockDim packs, of the channel's outer * inner / VEC packs.
 
 template <typename scalar_t, int STAGES, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     lslu_forward_channel_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                                 const acc_type<scalar_t>* __restrict__ theta,
                                 const acc_type<scalar_t>* __restrict__ omega, index_t outer,
@@ -110,14 +101,14 @@ __global__ void __launch_bounds__(kThreads)
         pack_t out;
 #pragma unroll
         for (int j = 0; j < VEC; ++j) out.v[j] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xs[u].v[j]), th, om));
-        *reinterpret_cast<pack_t*>(y + offsets[u]) = out;
+        store_pack(y + offsets[u], out);
       }
     }
   }
 }
 
 template <typename scalar_t, int STAGES, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     lslu_backward_channel_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                                  scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ theta,
                                  const acc_type<scalar_t>* __restrict__ omega,
@@ -165,7 +156,7 @@ __global__ void __launch_bounds__(kThreads)
             dom[s] += element_dom[s];
           }
         }
-        *reinterpret_cast<pack_t*>(grad_input + offsets[u]) = out;
+        store_pack(grad_input + offsets[u], out);
       }
     }
   }
@@ -204,7 +195,7 @@ __global__ void __launch_bounds__(kThreads)
 // every blocks_per_tile * blockDim.y rows. With CV > 1, channels % CV == 0.
 
 template <typename scalar_t, int STAGES, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     lslu_forward_rows_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                              const acc_type<scalar_t>* __restrict__ theta,
                              const acc_type<scalar_t>* __restrict__ omega, index_t rows,
@@ -234,14 +225,14 @@ __global__ void __launch_bounds__(kThreads)
         pack_t out;
 #pragma unroll
         for (int j = 0; j < CV; ++j) out.v[j] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xs[u].v[j]), th[j], om[j]));
-        *reinterpret_cast<pack_t*>(y + row * channels + first_channel) = out;
+        store_pack(y + row * channels + first_channel, out);
       }
     }
   }
 }
 
 template <typename scalar_t, int STAGES, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     lslu_backward_rows_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                               scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ theta,
                               const acc_type<scalar_t>* __restrict__ omega,
@@ -293,7 +284,7 @@ __global__ void __launch_bounds__(kThreads)
             dom[j][s] += element_dom[s];
           }
         }
-        *reinterpret_cast<pack_t*>(grad_input + row * channels + first_channel) = out;
+        store_pack(grad_input + row * channels + first_channel, out);
       }
     }
   }
@@ -356,23 +347,23 @@ const acc_type<scalar_t>* as_params(const void* p) {
   return static_cast<const acc_type<scalar_t>*>(p);
 }
 
-
-
 template <typename scalar_t, int STAGES, int VEC>
-void launch_forward_channel(const LsluArgs& a, int64_t blocks_per_channel, cudaStream_t stream) {
+void launch_forward_channel(const LsluArgs& a, cudaStream_t stream) {
   const int threads = channel_block_threads(a.outer * (a.inner / VEC));
-  const int64_t blocks = a.channels * blocks_per_channel;
+  auto* kernel32 = lslu_forward_channel_kernel<scalar_t, STAGES, VEC, int32_t>;
+  auto* kernel64 = lslu_forward_channel_kernel<scalar_t, STAGES, VEC, int64_t>;
+  const ForwardGrid g = forward_grid(kernel32, kernel64, threads, a.outer, a.channels, a.inner, a.force_int64);
+  const int64_t blocks = a.channels * g.blocks_per_column;
   check_grid(blocks);
-  const int64_t numel = a.outer * a.channels * a.inner;
-  if (needs_int64(numel, blocks * threads)) {
-    lslu_forward_channel_kernel<scalar_t, STAGES, VEC, int64_t><<<unsigned(blocks), threads, 0, stream>>>(
+  if (g.int64_indices) {
+    kernel64<<<unsigned(blocks), threads, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.theta),
-        as_params<scalar_t>(a.omega), a.outer, a.channels, a.inner, blocks_per_channel);
+        as_params<scalar_t>(a.omega), a.outer, a.channels, a.inner, g.blocks_per_column);
   } else {
-    lslu_forward_channel_kernel<scalar_t, STAGES, VEC, int32_t><<<unsigned(blocks), threads, 0, stream>>>(
+    kernel32<<<unsigned(blocks), threads, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.theta),
         as_params<scalar_t>(a.omega), int32_t(a.outer), int32_t(a.channels), int32_t(a.inner),
-        int32_t(blocks_per_channel));
+        int32_t(g.blocks_per_column));
   }
   check_launch("lslu_forward_channel_kernel");
 }
@@ -384,7 +375,7 @@ void launch_backward_channel(const LsluArgs& a, cudaStream_t stream) {
   check_grid(blocks);
   const int64_t numel = a.outer * a.channels * a.inner;
   using acc_t = acc_type<scalar_t>;
-  if (needs_int64(numel, blocks * threads)) {
+  if (needs_int64(numel, blocks * threads, a.force_int64)) {
     lslu_backward_channel_kernel<scalar_t, STAGES, VEC, int64_t><<<unsigned(blocks), threads, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.grad_output), as_elements<scalar_t>(a.grad_input),
         as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), static_cast<acc_t*>(a.dtheta_partial),
@@ -399,22 +390,22 @@ void launch_backward_channel(const LsluArgs& a, cudaStream_t stream) {
   check_launch("lslu_backward_channel_kernel");
 }
 
-
-
 template <typename scalar_t, int STAGES, int CV>
-void launch_forward_rows(const LsluArgs& a, int64_t blocks_per_tile, cudaStream_t stream) {
+void launch_forward_rows(const LsluArgs& a, cudaStream_t stream) {
   const dim3 block = rows_block(a.channels, CV);
-  const int64_t blocks = rows_tiles(a.channels, block, CV) * blocks_per_tile;
+  auto* kernel32 = lslu_forward_rows_kernel<scalar_t, STAGES, CV, int32_t>;
+  auto* kernel64 = lslu_forward_rows_kernel<scalar_t, STAGES, CV, int64_t>;
+  const ForwardGrid g = forward_grid(kernel32, kernel64, kThreads, a.outer, a.channels, 1, a.force_int64);
+  const int64_t blocks = rows_tiles(a.channels, block, CV) * g.blocks_per_column;
   check_grid(blocks);
-  const int64_t numel = a.outer * a.channels;
-  if (needs_int64(numel, blocks * kThreads)) {
-    lslu_forward_rows_kernel<scalar_t, STAGES, CV, int64_t><<<unsigned(blocks), block, 0, stream>>>(
+  if (g.int64_indices) {
+    kernel64<<<unsigned(blocks), block, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.theta),
-        as_params<scalar_t>(a.omega), a.outer, a.channels, blocks_per_tile);
+        as_params<scalar_t>(a.omega), a.outer, a.channels, g.blocks_per_column);
   } else {
-    lslu_forward_rows_kernel<scalar_t, STAGES, CV, int32_t><<<unsigned(blocks), block, 0, stream>>>(
+    kernel32<<<unsigned(blocks), block, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.theta),
-        as_params<scalar_t>(a.omega), int32_t(a.outer), int32_t(a.channels), int32_t(blocks_per_tile));
+        as_params<scalar_t>(a.omega), int32_t(a.outer), int32_t(a.channels), int32_t(g.blocks_per_column));
   }
   check_launch("lslu_forward_rows_kernel");
 }
@@ -426,7 +417,7 @@ void launch_backward_rows(const LsluArgs& a, cudaStream_t stream) {
   check_grid(blocks);
   const int64_t numel = a.outer * a.channels;
   using acc_t = acc_type<scalar_t>;
-  if (needs_int64(numel, blocks * kThreads)) {
+  if (needs_int64(numel, blocks * kThreads, a.force_int64)) {
     lslu_backward_rows_kernel<scalar_t, STAGES, CV, int64_t><<<unsigned(blocks), block, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.grad_output), as_elements<scalar_t>(a.grad_input),
         as_params<scalar_t>(a.theta), as_params<scalar_t>(a.omega), static_cast<acc_t*>(a.dtheta_partial),
@@ -442,14 +433,13 @@ void launch_backward_rows(const LsluArgs& a, cudaStream_t stream) {
 
 template <typename scalar_t, int STAGES>
 void forward_typed(const LsluArgs& a, cudaStream_t stream) {
-  const int64_t chunks = blocks_per_column(a.outer, a.channels, a.inner, kForwardBlocksPerSM * current_multiprocessors());
   if (a.inner > 1) {
     constexpr int kVec = channel_pack<scalar_t>();
     const bool vectorized = a.inner % kVec == 0 && aligned_to(a.x, 16) && aligned_to(a.y, 16);
     if (vectorized) {
-      launch_forward_channel<scalar_t, STAGES, kVec>(a, chunks, stream);
+      launch_forward_channel<scalar_t, STAGES, kVec>(a, stream);
     } else {
-      launch_forward_channel<scalar_t, STAGES, 1>(a, chunks, stream);
+      launch_forward_channel<scalar_t, STAGES, 1>(a, stream);
     }
   } else {
     constexpr int kCv = rows_pack<scalar_t, STAGES>();
@@ -457,9 +447,9 @@ void forward_typed(const LsluArgs& a, cudaStream_t stream) {
     const bool vectorized =
         kCv > 1 && a.channels % kCv == 0 && aligned_to(a.x, kPackBytes) && aligned_to(a.y, kPackBytes);
     if (vectorized) {
-      launch_forward_rows<scalar_t, STAGES, kCv>(a, chunks, stream);
+      launch_forward_rows<scalar_t, STAGES, kCv>(a, stream);
     } else {
-      launch_forward_rows<scalar_t, STAGES, 1>(a, chunks, stream);
+      launch_forward_rows<scalar_t, STAGES, 1>(a, stream);
     }
   }
 }
@@ -489,6 +479,28 @@ void backward_typed(const LsluArgs& a, cudaStream_t stream) {
   }
 }
 
+// Backward blocks that one multiprocessor holds at once, for the int32 instantiation of the
+// kernel that these sizes select with aligned pointers (the packed one where the sizes
+// allow). The partials count rests on it, so it depends on the sizes alone, never on the
+// pointers' alignment or the index type: those take the same count and summation order.
+template <typename scalar_t, int STAGES>
+int backward_resident_blocks(const LsluArgs& a) {
+  if (a.inner > 1) {
+    constexpr int kVec = channel_pack<scalar_t>();
+    if (a.inner % kVec == 0) {
+      return resident_blocks(lslu_backward_channel_kernel<scalar_t, STAGES, kVec, int32_t>,
+                             channel_block_threads(a.outer * (a.inner / kVec)), 0);
+    }
+    return resident_blocks(lslu_backward_channel_kernel<scalar_t, STAGES, 1, int32_t>,
+                           channel_block_threads(a.outer * a.inner), 0);
+  }
+  constexpr int kCv = rows_pack<scalar_t, STAGES>();
+  if (kCv > 1 && a.channels % kCv == 0) {
+    return resident_blocks(lslu_backward_rows_kernel<scalar_t, STAGES, kCv, int32_t>, kThreads, 0);
+  }
+  return resident_blocks(lslu_backward_rows_kernel<scalar_t, STAGES, 1, int32_t>, kThreads, 0);
+}
+
 // Entry points for dispatch_lslu (dispatch.h): one instantiation per stage count and dtype.
 struct Forward {
   template <int STAGES, typename scalar_t>
@@ -497,6 +509,10 @@ struct Forward {
 struct Backward {
   template <int STAGES, typename scalar_t>
   static void run(const LsluArgs& a, cudaStream_t stream) { backward_typed<scalar_t, STAGES>(a, stream); }
+};
+struct Resident {
+  template <int STAGES, typename scalar_t>
+  static void run(const LsluArgs& a, int* blocks) { *blocks = backward_resident_blocks<scalar_t, STAGES>(a); }
 };
 
 int64_t element_count(const LsluArgs& a) {
@@ -520,8 +536,18 @@ void zero_partials(const LsluArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-int64_t lslu_backward_partials_cuda(int64_t outer, int64_t channels, int64_t inner, int multiprocessors) {
-  return blocks_per_column(outer, channels, inner, kBackwardBlocksPerSM * std::max(1, multiprocessors));
+int64_t lslu_backward_partials_cuda(DType dtype, int stages, int64_t outer, int64_t channels, int64_t inner,
+                                    int multiprocessors) {
+  if (outer <= 0 || channels <= 0 || inner <= 0) return 1;
+  LsluArgs sizes{};
+  sizes.dtype = dtype;
+  sizes.stages = stages;
+  sizes.outer = outer;
+  sizes.channels = channels;
+  sizes.inner = inner;
+  int resident = 1;
+  dispatch_lslu<Resident>(sizes, &resident);
+  return grid::blocks_per_column(outer, channels, inner, resident, multiprocessors);
 }
 
 void lslu_forward_cuda(const LsluArgs& args, void* stream) {

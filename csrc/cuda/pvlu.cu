@@ -38,15 +38,6 @@ using namespace cuda_common;
 // ---------------------------------------------------------------------------------------
 // Launch geometry and helpers: the same as csrc/cuda/lslu.cu (see there).
 
-
-
-
-
-
-
-
-
-
 // Elements per pack: 16 bytes (channel kernels: along one channel's row; rows kernels:
 // CV consecutive channels of a thread, whose alpha, beta and two sums stay in registers).
 template <typename scalar_t>
@@ -61,7 +52,7 @@ constexpr int pack_16_bytes() {
 // blocks_per_channel * blockDim packs, of the channel's outer * inner / VEC packs.
 
 template <typename scalar_t, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pvlu_forward_channel_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                                 const acc_type<scalar_t>* __restrict__ alpha,
                                 const acc_type<scalar_t>* __restrict__ beta, index_t outer, index_t channels,
@@ -93,14 +84,14 @@ __global__ void __launch_bounds__(kThreads)
         pack_t out;
 #pragma unroll
         for (int j = 0; j < VEC; ++j) out.v[j] = from_acc<scalar_t>(pvlu_forward(to_acc(xs[u].v[j]), a, b));
-        *reinterpret_cast<pack_t*>(y + offsets[u]) = out;
+        store_pack(y + offsets[u], out);
       }
     }
   }
 }
 
 template <typename scalar_t, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pvlu_backward_channel_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                                  scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ alpha,
                                  const acc_type<scalar_t>* __restrict__ beta,
@@ -142,7 +133,7 @@ __global__ void __launch_bounds__(kThreads)
           da += element_da;
           db += element_db;
         }
-        *reinterpret_cast<pack_t*>(grad_input + offsets[u]) = out;
+        store_pack(grad_input + offsets[u], out);
       }
     }
   }
@@ -174,7 +165,7 @@ __global__ void __launch_bounds__(kThreads)
 // every blocks_per_tile * blockDim.y rows. With CV > 1, channels % CV == 0.
 
 template <typename scalar_t, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pvlu_forward_rows_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                              const acc_type<scalar_t>* __restrict__ alpha,
                              const acc_type<scalar_t>* __restrict__ beta, index_t rows, index_t channels,
@@ -207,14 +198,14 @@ __global__ void __launch_bounds__(kThreads)
         pack_t out;
 #pragma unroll
         for (int j = 0; j < CV; ++j) out.v[j] = from_acc<scalar_t>(pvlu_forward(to_acc(xs[u].v[j]), a[j], b[j]));
-        *reinterpret_cast<pack_t*>(y + row * channels + first_channel) = out;
+        store_pack(y + row * channels + first_channel, out);
       }
     }
   }
 }
 
 template <typename scalar_t, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pvlu_backward_rows_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                               scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ alpha,
                               const acc_type<scalar_t>* __restrict__ beta,
@@ -265,7 +256,7 @@ __global__ void __launch_bounds__(kThreads)
           da[j] += element_da;
           db[j] += element_db;
         }
-        *reinterpret_cast<pack_t*>(grad_input + row * channels + first_channel) = out;
+        store_pack(grad_input + row * channels + first_channel, out);
       }
     }
   }
@@ -327,23 +318,23 @@ acc_type<scalar_t>* as_partials(void* p) {
   return static_cast<acc_type<scalar_t>*>(p);
 }
 
-
-
 template <typename scalar_t, int VEC>
-void launch_forward_channel(const PvluArgs& a, int64_t blocks_per_channel, cudaStream_t stream) {
+void launch_forward_channel(const PvluArgs& a, cudaStream_t stream) {
   const int threads = channel_block_threads(a.outer * (a.inner / VEC));
-  const int64_t blocks = a.channels * blocks_per_channel;
+  auto* kernel32 = pvlu_forward_channel_kernel<scalar_t, VEC, int32_t>;
+  auto* kernel64 = pvlu_forward_channel_kernel<scalar_t, VEC, int64_t>;
+  const ForwardGrid g = forward_grid(kernel32, kernel64, threads, a.outer, a.channels, a.inner, a.force_int64);
+  const int64_t blocks = a.channels * g.blocks_per_column;
   check_grid(blocks);
-  const int64_t numel = a.outer * a.channels * a.inner;
-  if (needs_int64(numel, blocks * threads)) {
-    pvlu_forward_channel_kernel<scalar_t, VEC, int64_t><<<unsigned(blocks), threads, 0, stream>>>(
+  if (g.int64_indices) {
+    kernel64<<<unsigned(blocks), threads, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.alpha),
-        as_params<scalar_t>(a.beta), a.outer, a.channels, a.inner, blocks_per_channel);
+        as_params<scalar_t>(a.beta), a.outer, a.channels, a.inner, g.blocks_per_column);
   } else {
-    pvlu_forward_channel_kernel<scalar_t, VEC, int32_t><<<unsigned(blocks), threads, 0, stream>>>(
+    kernel32<<<unsigned(blocks), threads, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.alpha),
         as_params<scalar_t>(a.beta), int32_t(a.outer), int32_t(a.channels), int32_t(a.inner),
-        int32_t(blocks_per_channel));
+        int32_t(g.blocks_per_column));
   }
   check_launch("pvlu_forward_channel_kernel");
 }
@@ -354,7 +345,7 @@ void launch_backward_channel(const PvluArgs& a, cudaStream_t stream) {
   const int64_t blocks = a.channels * a.partials;
   check_grid(blocks);
   const int64_t numel = a.outer * a.channels * a.inner;
-  if (needs_int64(numel, blocks * threads)) {
+  if (needs_int64(numel, blocks * threads, a.force_int64)) {
     pvlu_backward_channel_kernel<scalar_t, VEC, int64_t><<<unsigned(blocks), threads, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.grad_output), as_elements<scalar_t>(a.grad_input),
         as_params<scalar_t>(a.alpha), as_params<scalar_t>(a.beta), as_partials<scalar_t>(a.dalpha_partial),
@@ -369,22 +360,22 @@ void launch_backward_channel(const PvluArgs& a, cudaStream_t stream) {
   check_launch("pvlu_backward_channel_kernel");
 }
 
-
-
 template <typename scalar_t, int CV>
-void launch_forward_rows(const PvluArgs& a, int64_t blocks_per_tile, cudaStream_t stream) {
+void launch_forward_rows(const PvluArgs& a, cudaStream_t stream) {
   const dim3 block = rows_block(a.channels, CV);
-  const int64_t blocks = rows_tiles(a.channels, block, CV) * blocks_per_tile;
+  auto* kernel32 = pvlu_forward_rows_kernel<scalar_t, CV, int32_t>;
+  auto* kernel64 = pvlu_forward_rows_kernel<scalar_t, CV, int64_t>;
+  const ForwardGrid g = forward_grid(kernel32, kernel64, kThreads, a.outer, a.channels, 1, a.force_int64);
+  const int64_t blocks = rows_tiles(a.channels, block, CV) * g.blocks_per_column;
   check_grid(blocks);
-  const int64_t numel = a.outer * a.channels;
-  if (needs_int64(numel, blocks * kThreads)) {
-    pvlu_forward_rows_kernel<scalar_t, CV, int64_t><<<unsigned(blocks), block, 0, stream>>>(
+  if (g.int64_indices) {
+    kernel64<<<unsigned(blocks), block, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.alpha),
-        as_params<scalar_t>(a.beta), a.outer, a.channels, blocks_per_tile);
+        as_params<scalar_t>(a.beta), a.outer, a.channels, g.blocks_per_column);
   } else {
-    pvlu_forward_rows_kernel<scalar_t, CV, int32_t><<<unsigned(blocks), block, 0, stream>>>(
+    kernel32<<<unsigned(blocks), block, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.y), as_params<scalar_t>(a.alpha),
-        as_params<scalar_t>(a.beta), int32_t(a.outer), int32_t(a.channels), int32_t(blocks_per_tile));
+        as_params<scalar_t>(a.beta), int32_t(a.outer), int32_t(a.channels), int32_t(g.blocks_per_column));
   }
   check_launch("pvlu_forward_rows_kernel");
 }
@@ -395,7 +386,7 @@ void launch_backward_rows(const PvluArgs& a, cudaStream_t stream) {
   const int64_t blocks = rows_tiles(a.channels, block, CV) * a.partials;
   check_grid(blocks);
   const int64_t numel = a.outer * a.channels;
-  if (needs_int64(numel, blocks * kThreads)) {
+  if (needs_int64(numel, blocks * kThreads, a.force_int64)) {
     pvlu_backward_rows_kernel<scalar_t, CV, int64_t><<<unsigned(blocks), block, 0, stream>>>(
         as_elements<scalar_t>(a.x), as_elements<scalar_t>(a.grad_output), as_elements<scalar_t>(a.grad_input),
         as_params<scalar_t>(a.alpha), as_params<scalar_t>(a.beta), as_partials<scalar_t>(a.dalpha_partial),
@@ -411,21 +402,20 @@ void launch_backward_rows(const PvluArgs& a, cudaStream_t stream) {
 
 template <typename scalar_t>
 void forward_typed(const PvluArgs& a, cudaStream_t stream) {
-  const int64_t chunks = blocks_per_column(a.outer, a.channels, a.inner, kForwardBlocksPerSM * current_multiprocessors());
   constexpr int kVec = pack_16_bytes<scalar_t>();
   if (a.inner > 1) {
     const bool vectorized = a.inner % kVec == 0 && aligned_to(a.x, 16) && aligned_to(a.y, 16);
     if (vectorized) {
-      launch_forward_channel<scalar_t, kVec>(a, chunks, stream);
+      launch_forward_channel<scalar_t, kVec>(a, stream);
     } else {
-      launch_forward_channel<scalar_t, 1>(a, chunks, stream);
+      launch_forward_channel<scalar_t, 1>(a, stream);
     }
   } else {
     const bool vectorized = a.channels % kVec == 0 && aligned_to(a.x, 16) && aligned_to(a.y, 16);
     if (vectorized) {
-      launch_forward_rows<scalar_t, kVec>(a, chunks, stream);
+      launch_forward_rows<scalar_t, kVec>(a, stream);
     } else {
-      launch_forward_rows<scalar_t, 1>(a, chunks, stream);
+      launch_forward_rows<scalar_t, 1>(a, stream);
     }
   }
 }
@@ -450,6 +440,23 @@ void backward_typed(const PvluArgs& a, cudaStream_t stream) {
   }
 }
 
+// Backward blocks that one multiprocessor holds at once, for the int32 instantiation of the
+// kernel that these sizes select with aligned pointers (as in lslu.cu: the partials count
+// rests on it, so it depends on the sizes alone).
+template <typename scalar_t>
+int backward_resident_blocks(int64_t outer, int64_t channels, int64_t inner) {
+  constexpr int kVec = pack_16_bytes<scalar_t>();
+  if (inner > 1) {
+    if (inner % kVec == 0) {
+      return resident_blocks(pvlu_backward_channel_kernel<scalar_t, kVec, int32_t>,
+                             channel_block_threads(outer * (inner / kVec)), 0);
+    }
+    return resident_blocks(pvlu_backward_channel_kernel<scalar_t, 1, int32_t>, channel_block_threads(outer * inner), 0);
+  }
+  if (channels % kVec == 0) return resident_blocks(pvlu_backward_rows_kernel<scalar_t, kVec, int32_t>, kThreads, 0);
+  return resident_blocks(pvlu_backward_rows_kernel<scalar_t, 1, int32_t>, kThreads, 0);
+}
+
 // Entry points for dispatch_pvlu (pvlu.h): one instantiation per dtype.
 struct Forward {
   template <typename scalar_t>
@@ -458,6 +465,12 @@ struct Forward {
 struct Backward {
   template <typename scalar_t>
   static void run(const PvluArgs& a, cudaStream_t stream) { backward_typed<scalar_t>(a, stream); }
+};
+struct Resident {
+  template <typename scalar_t>
+  static void run(int64_t outer, int64_t channels, int64_t inner, int* blocks) {
+    *blocks = backward_resident_blocks<scalar_t>(outer, channels, inner);
+  }
 };
 
 int64_t element_count(const PvluArgs& a) {
@@ -481,8 +494,16 @@ void zero_partials(const PvluArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-int64_t pvlu_backward_partials_cuda(int64_t outer, int64_t channels, int64_t inner, int multiprocessors) {
-  return blocks_per_column(outer, channels, inner, kBackwardBlocksPerSM * std::max(1, multiprocessors));
+int64_t pvlu_backward_partials_cuda(DType dtype, int64_t outer, int64_t channels, int64_t inner, int multiprocessors) {
+  if (outer <= 0 || channels <= 0 || inner <= 0) return 1;
+  int resident = 1;
+  dispatch_pvlu<Resident>(dtype, outer, channels, inner, &resident);
+  return grid::blocks_per_column(outer, channels, inner, resident, multiprocessors);
+}
+
+// The kernel whose attributes cuda_device_support (device.cu) asks for.
+const void* pvlu_probe_kernel_cuda() {
+  return reinterpret_cast<const void*>(&pvlu_forward_channel_kernel<float, 4, int32_t>);
 }
 
 void pvlu_forward_cuda(const PvluArgs& args, void* stream) {

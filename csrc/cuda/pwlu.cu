@@ -45,21 +45,12 @@ constexpr int kSumsBytes = 48 * 1024;
 // Sums per column besides the N + 1 bins: left_bound, right_bound, left_slope, right_slope.
 constexpr int kScalarSums = 4;
 
-
-
-
-
-
 void check_intervals(int intervals) {
   if (intervals < 1 || intervals > kPwluMaxIntervals) {
     throw std::invalid_argument("pwlu: the cuda backend serves 1 to " + std::to_string(kPwluMaxIntervals) +
                                 " intervals, got N = " + std::to_string(intervals));
   }
 }
-
-
-
-
 
 // Elements per pack of the channel kernels: 16 bytes, all in one channel.
 template <typename scalar_t>
@@ -150,7 +141,7 @@ __device__ __forceinline__ void write_partial(acc_t* __restrict__ dpoints_partia
 // blocks_per_channel * blockDim packs, of the channel's outer * inner / VEC packs.
 
 template <typename scalar_t, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pwlu_forward_channel_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                                 Params<acc_type<scalar_t>> prm, index_t outer, index_t channels, index_t inner,
                                 index_t blocks_per_channel) {
@@ -184,7 +175,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int j = 0; j < VEC; ++j) {
           out.v[j] = from_acc<scalar_t>(forward_element(to_acc(xs[u].v[j]), p, row, prm.intervals));
         }
-        *reinterpret_cast<pack_t*>(y + offsets[u]) = out;
+        store_pack(y + offsets[u], out);
       }
     }
   }
@@ -192,7 +183,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // Dynamic shared memory: (N + 5) * blockDim.x sums.
 template <typename scalar_t, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pwlu_backward_channel_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                                  scalar_t* __restrict__ grad_input, Params<acc_type<scalar_t>> prm,
                                  acc_type<scalar_t>* __restrict__ dpoints_partial,
@@ -241,7 +232,7 @@ __global__ void __launch_bounds__(kThreads)
               backward_element(to_acc(xs[u].v[j]), to_acc(gs[u].v[j]), p, row, N, inv_intervals, d));
           add_to_column(column, columns, d, scalars);
         }
-        *reinterpret_cast<pack_t*>(grad_input + offsets[u]) = out;
+        store_pack(grad_input + offsets[u], out);
       }
     }
   }
@@ -269,7 +260,7 @@ __global__ void __launch_bounds__(kThreads)
 // CV > 1, channels % CV == 0.
 
 template <typename scalar_t, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pwlu_forward_rows_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, Params<acc_type<scalar_t>> prm,
                              index_t rows, index_t channels, index_t blocks_per_tile) {
   using acc_t = acc_type<scalar_t>;
@@ -303,7 +294,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int j = 0; j < CV; ++j) {
           out.v[j] = from_acc<scalar_t>(forward_element(to_acc(xs[u].v[j]), p[j], row_of[j], prm.intervals));
         }
-        *reinterpret_cast<pack_t*>(y + r * channels + first_channel) = out;
+        store_pack(y + r * channels + first_channel, out);
       }
     }
   }
@@ -312,7 +303,7 @@ __global__ void __launch_bounds__(kThreads)
 // Dynamic shared memory: (N + 5) * CV * blockDim.x * blockDim.y sums; the column of channel
 // j of thread t = ty * blockDim.x + tx is j * threads + t.
 template <typename scalar_t, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     pwlu_backward_rows_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                               scalar_t* __restrict__ grad_input, Params<acc_type<scalar_t>> prm,
                               acc_type<scalar_t>* __restrict__ dpoints_partial,
@@ -372,7 +363,7 @@ __global__ void __launch_bounds__(kThreads)
               backward_element(to_acc(xs[u].v[j]), to_acc(gs[u].v[j]), p[j], row_of[j], N, inv_intervals, d));
           add_to_column(sums + j * threads + thread, columns, d, scalars[j]);
         }
-        *reinterpret_cast<pack_t*>(grad_input + r * channels + first_channel) = out;
+        store_pack(grad_input + r * channels + first_channel, out);
       }
     }
   }
@@ -452,19 +443,22 @@ dim3 backward_rows_block(int64_t channels, int channels_per_thread, int interval
 
 
 template <typename scalar_t, int VEC>
-void launch_forward_channel(const PwluArgs& a, int64_t blocks_per_channel, cudaStream_t stream) {
+void launch_forward_channel(const PwluArgs& a, cudaStream_t stream) {
   const int threads = channel_block_threads(a.outer * (a.inner / VEC));
-  const int64_t blocks = a.channels * blocks_per_channel;
+  auto* kernel32 = pwlu_forward_channel_kernel<scalar_t, VEC, int32_t>;
+  auto* kernel64 = pwlu_forward_channel_kernel<scalar_t, VEC, int64_t>;
+  const ForwardGrid g = forward_grid(kernel32, kernel64, threads, a.outer, a.channels, a.inner, a.force_int64);
+  const int64_t blocks = a.channels * g.blocks_per_column;
   check_grid(blocks);
   const auto* x = static_cast<const scalar_t*>(a.x);
   auto* y = static_cast<scalar_t*>(a.y);
-  if (needs_int64(a.outer * a.channels * a.inner, blocks * threads)) {
-    pwlu_forward_channel_kernel<scalar_t, VEC, int64_t><<<unsigned(blocks), threads, 0, stream>>>(
-        x, y, params_of<scalar_t>(a), a.outer, a.channels, a.inner, blocks_per_channel);
+  if (g.int64_indices) {
+    kernel64<<<unsigned(blocks), threads, 0, stream>>>(x, y, params_of<scalar_t>(a), a.outer, a.channels, a.inner,
+                                                       g.blocks_per_column);
   } else {
-    pwlu_forward_channel_kernel<scalar_t, VEC, int32_t><<<unsigned(blocks), threads, 0, stream>>>(
-        x, y, params_of<scalar_t>(a), int32_t(a.outer), int32_t(a.channels), int32_t(a.inner),
-        int32_t(blocks_per_channel));
+    kernel32<<<unsigned(blocks), threads, 0, stream>>>(x, y, params_of<scalar_t>(a), int32_t(a.outer),
+                                                       int32_t(a.channels), int32_t(a.inner),
+                                                       int32_t(g.blocks_per_column));
   }
   check_launch("pwlu_forward_channel_kernel");
 }
@@ -481,7 +475,7 @@ void launch_backward_channel(const PwluArgs& a, cudaStream_t stream) {
   auto* dx = static_cast<scalar_t*>(a.grad_input);
   auto* dpoints = static_cast<acc_t*>(a.dpoints_partial);
   auto* dscalars = static_cast<acc_t*>(a.dscalars_partial);
-  if (needs_int64(a.outer * a.channels * a.inner, blocks * threads)) {
+  if (needs_int64(a.outer * a.channels * a.inner, blocks * threads, a.force_int64)) {
     pwlu_backward_channel_kernel<scalar_t, VEC, int64_t><<<unsigned(blocks), threads, shared, stream>>>(
         x, g, dx, params_of<scalar_t>(a), dpoints, dscalars, a.outer, a.channels, a.inner, a.partials);
   } else {
@@ -493,18 +487,22 @@ void launch_backward_channel(const PwluArgs& a, cudaStream_t stream) {
 }
 
 template <typename scalar_t, int CV>
-void launch_forward_rows(const PwluArgs& a, int64_t blocks_per_tile, cudaStream_t stream) {
+void launch_forward_rows(const PwluArgs& a, cudaStream_t stream) {
   const dim3 block = pwlu_rows_block(a.channels, CV, kThreads);
-  const int64_t blocks = rows_tiles(a.channels, block, CV) * blocks_per_tile;
+  auto* kernel32 = pwlu_forward_rows_kernel<scalar_t, CV, int32_t>;
+  auto* kernel64 = pwlu_forward_rows_kernel<scalar_t, CV, int64_t>;
+  const ForwardGrid g =
+      forward_grid(kernel32, kernel64, int(block.x * block.y), a.outer, a.channels, 1, a.force_int64);
+  const int64_t blocks = rows_tiles(a.channels, block, CV) * g.blocks_per_column;
   check_grid(blocks);
   const auto* x = static_cast<const scalar_t*>(a.x);
   auto* y = static_cast<scalar_t*>(a.y);
-  if (needs_int64(a.outer * a.channels, blocks * block.x * block.y)) {
-    pwlu_forward_rows_kernel<scalar_t, CV, int64_t><<<unsigned(blocks), block, 0, stream>>>(
-        x, y, params_of<scalar_t>(a), a.outer, a.channels, blocks_per_tile);
+  if (g.int64_indices) {
+    kernel64<<<unsigned(blocks), block, 0, stream>>>(x, y, params_of<scalar_t>(a), a.outer, a.channels,
+                                                     g.blocks_per_column);
   } else {
-    pwlu_forward_rows_kernel<scalar_t, CV, int32_t><<<unsigned(blocks), block, 0, stream>>>(
-        x, y, params_of<scalar_t>(a), int32_t(a.outer), int32_t(a.channels), int32_t(blocks_per_tile));
+    kernel32<<<unsigned(blocks), block, 0, stream>>>(x, y, params_of<scalar_t>(a), int32_t(a.outer),
+                                                     int32_t(a.channels), int32_t(g.blocks_per_column));
   }
   check_launch("pwlu_forward_rows_kernel");
 }
@@ -522,7 +520,7 @@ void launch_backward_rows(const PwluArgs& a, cudaStream_t stream) {
   auto* dx = static_cast<scalar_t*>(a.grad_input);
   auto* dpoints = static_cast<acc_t*>(a.dpoints_partial);
   auto* dscalars = static_cast<acc_t*>(a.dscalars_partial);
-  if (needs_int64(a.outer * a.channels, blocks * threads)) {
+  if (needs_int64(a.outer * a.channels, blocks * threads, a.force_int64)) {
     pwlu_backward_rows_kernel<scalar_t, CV, int64_t><<<unsigned(blocks), block, shared, stream>>>(
         x, g, dx, params_of<scalar_t>(a), dpoints, dscalars, a.outer, a.channels, a.partials);
   } else {
@@ -535,21 +533,20 @@ void launch_backward_rows(const PwluArgs& a, cudaStream_t stream) {
 
 template <typename scalar_t>
 void forward_typed(const PwluArgs& a, cudaStream_t stream) {
-  const int64_t chunks = blocks_per_column(a.outer, a.channels, a.inner, kForwardBlocksPerSM * current_multiprocessors());
   if (a.inner > 1) {
     constexpr int kVec = channel_pack<scalar_t>();
     if (a.inner % kVec == 0 && aligned_to(a.x, 16) && aligned_to(a.y, 16)) {
-      launch_forward_channel<scalar_t, kVec>(a, chunks, stream);
+      launch_forward_channel<scalar_t, kVec>(a, stream);
     } else {
-      launch_forward_channel<scalar_t, 1>(a, chunks, stream);
+      launch_forward_channel<scalar_t, 1>(a, stream);
     }
   } else {
     constexpr int kCv = rows_pack<scalar_t>();
     constexpr size_t kPackBytes = kCv * sizeof(scalar_t);
     if (a.channels % kCv == 0 && aligned_to(a.x, kPackBytes) && aligned_to(a.y, kPackBytes)) {
-      launch_forward_rows<scalar_t, kCv>(a, chunks, stream);
+      launch_forward_rows<scalar_t, kCv>(a, stream);
     } else {
-      launch_forward_rows<scalar_t, 1>(a, chunks, stream);
+      launch_forward_rows<scalar_t, 1>(a, stream);
     }
   }
 }
@@ -576,29 +573,33 @@ void backward_typed(const PwluArgs& a, cudaStream_t stream) {
   }
 }
 
-// Backward blocks of the widest kind (16-byte packs) that one multiprocessor holds at once.
+// Backward blocks that one multiprocessor holds at once, for the int32 instantiation of the
+// kernel that these sizes select with aligned pointers (as in lslu.cu: the partials count
+// rests on it, so it depends on the sizes alone).
 template <typename scalar_t>
-int resident_backward_blocks(int64_t outer, int64_t channels, int64_t inner, int intervals) {
-  int blocks = 0;
-  cudaError_t err;
+int backward_resident_blocks(int64_t outer, int64_t channels, int64_t inner, int intervals) {
   if (inner > 1) {
     constexpr int kVec = channel_pack<scalar_t>();
-    const int threads = backward_channel_threads<scalar_t>(outer * (inner / kVec), intervals);
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, pwlu_backward_channel_kernel<scalar_t, kVec, int32_t>,
-                                                        threads, sums_bytes<scalar_t>(intervals, threads));
-  } else {
-    constexpr int kCv = rows_pack<scalar_t>();
+    if (inner % kVec == 0) {
+      const int threads = backward_channel_threads<scalar_t>(outer * (inner / kVec), intervals);
+      return resident_blocks(pwlu_backward_channel_kernel<scalar_t, kVec, int32_t>, threads,
+                             sums_bytes<scalar_t>(intervals, threads));
+    }
+    const int threads = backward_channel_threads<scalar_t>(outer * inner, intervals);
+    return resident_blocks(pwlu_backward_channel_kernel<scalar_t, 1, int32_t>, threads,
+                           sums_bytes<scalar_t>(intervals, threads));
+  }
+  constexpr int kCv = rows_pack<scalar_t>();
+  if (channels % kCv == 0) {
     const dim3 block = backward_rows_block<scalar_t>(channels, kCv, intervals);
     const int threads = int(block.x * block.y);
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, pwlu_backward_rows_kernel<scalar_t, kCv, int32_t>,
-                                                        threads, sums_bytes<scalar_t>(intervals, threads * kCv));
+    return resident_blocks(pwlu_backward_rows_kernel<scalar_t, kCv, int32_t>, threads,
+                           sums_bytes<scalar_t>(intervals, threads * kCv));
   }
-  if (err != cudaSuccess) {
-    cudaGetLastError();  // clears it
-    throw std::runtime_error(std::string("lslu_kernels: cannot query the occupancy of pwlu_backward: ") +
-                             cudaGetErrorString(err));
-  }
-  return std::max(1, blocks);
+  const dim3 block = backward_rows_block<scalar_t>(channels, 1, intervals);
+  const int threads = int(block.x * block.y);
+  return resident_blocks(pwlu_backward_rows_kernel<scalar_t, 1, int32_t>, threads,
+                         sums_bytes<scalar_t>(intervals, threads));
 }
 
 template <template <typename> class Kernel, typename... Extra>
@@ -623,7 +624,7 @@ struct Backward {
 template <typename scalar_t>
 struct Resident {
   static int run(int64_t outer, int64_t channels, int64_t inner, int intervals) {
-    return resident_backward_blocks<scalar_t>(outer, channels, inner, intervals);
+    return backward_resident_blocks<scalar_t>(outer, channels, inner, intervals);
   }
 };
 
@@ -652,7 +653,7 @@ int64_t pwlu_backward_partials_cuda(DType dtype, int64_t outer, int64_t channels
   check_intervals(intervals);
   if (outer <= 0 || channels <= 0 || inner <= 0) return 1;
   const int resident = dispatch_dtype<Resident>(dtype, outer, channels, inner, intervals);
-  return blocks_per_column(outer, channels, inner, int64_t(resident) * std::max(1, multiprocessors));
+  return grid::blocks_per_column(outer, channels, inner, resident, multiprocessors);
 }
 
 void pwlu_forward_cuda(const PwluArgs& args, void* stream) {

@@ -14,6 +14,16 @@ from ..reference import compute_dtype
 
 EXTENSIONS = {"cpu": "lslu_kernels._C_cpu", "cuda": "lslu_kernels._C_cuda"}
 
+# True: the CUDA kernels index in int64 on every size, as they must from 2^31 elements on
+# (the Triton backend's INT64_THRESHOLD does the same for it), so that tests reach those
+# instantiations on small tensors. Read at each call. The CPU kernels always index in int64.
+FORCE_INT64 = False
+
+
+def forcing_int64() -> bool:
+    """FORCE_INT64 as it is now (a test may have set it since the import)."""
+    return bool(FORCE_INT64)
+
 
 def extension(device: torch.device):
     return importlib.import_module(EXTENSIONS[device.type])

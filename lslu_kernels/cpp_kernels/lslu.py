@@ -3,7 +3,7 @@
 import torch
 
 from .._layout import sum_partials
-from . import compute_params, device_guard, dtype_name, extension, launch_arg, multiprocessors
+from . import compute_params, device_guard, dtype_name, extension, forcing_int64, launch_arg, multiprocessors
 
 
 def _check_stages(ext, theta):
@@ -20,7 +20,7 @@ def lslu_forward(x, theta, omega, *, outer, C, inner):
     with device_guard(x.device):
         ext.lslu_forward(x.data_ptr(), y.data_ptr(), theta_c.data_ptr(), omega_c.data_ptr(), dtype=dtype_name(x),
                          outer=outer, channels=C, inner=inner, stages=theta.shape[0],
-                         launch=launch_arg(x))
+                         launch=launch_arg(x), force_int64=forcing_int64())
     return y
 
 
@@ -30,12 +30,12 @@ def lslu_backward(grad_output, x, theta, omega, *, outer, C, inner):
     theta_c, omega_c = compute_params(x, C, theta, omega)
     grad_x = torch.empty_like(x)
     S = theta.shape[0]
-    partials = ext.lslu_backward_partials(outer, C, inner, multiprocessors(x.device))
-    dtheta_partial = torch.empty((partials, S, C), dtype=theta_c.dtype, device=x.device)
-    domega_partial = torch.empty((partials, S, C), dtype=theta_c.dtype, device=x.device)
     with device_guard(x.device):
+        partials = ext.lslu_backward_partials(dtype_name(x), outer, C, inner, S, multiprocessors(x.device))
+        dtheta_partial = torch.empty((partials, S, C), dtype=theta_c.dtype, device=x.device)
+        domega_partial = torch.empty((partials, S, C), dtype=theta_c.dtype, device=x.device)
         ext.lslu_backward(grad_output.data_ptr(), x.data_ptr(), grad_x.data_ptr(), theta_c.data_ptr(),
                           omega_c.data_ptr(), dtheta_partial.data_ptr(), domega_partial.data_ptr(),
                           dtype=dtype_name(x), outer=outer, channels=C, inner=inner, stages=S,
-                          partials=partials, launch=launch_arg(x))
+                          partials=partials, launch=launch_arg(x), force_int64=forcing_int64())
     return grad_x, sum_partials(dtheta_partial, theta), sum_partials(domega_partial, omega)

@@ -4,7 +4,7 @@ import torch
 
 from .._layout import sum_partials
 from ..reference import compute_dtype
-from . import compute_params, device_guard, dtype_name, extension, launch_arg, multiprocessors
+from . import compute_params, device_guard, dtype_name, extension, forcing_int64, launch_arg, multiprocessors
 
 
 def _intervals(ext, points) -> int:
@@ -29,7 +29,8 @@ def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *,
     y = torch.empty_like(x)
     with device_guard(x.device):
         ext.pwlu_forward(x.data_ptr(), y.data_ptr(), *(p.data_ptr() for p in params), dtype=dtype_name(x),
-                         outer=outer, channels=C, inner=inner, intervals=intervals, launch=launch_arg(x))
+                         outer=outer, channels=C, inner=inner, intervals=intervals, launch=launch_arg(x),
+                         force_int64=forcing_int64())
     return y
 
 
@@ -46,7 +47,7 @@ def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, r
         ext.pwlu_backward(grad_output.data_ptr(), x.data_ptr(), grad_x.data_ptr(), *(p.data_ptr() for p in params),
                           dpoints_partial.data_ptr(), dscalars_partial.data_ptr(), dtype=dtype_name(x), outer=outer,
                           channels=C, inner=inner, intervals=intervals, partials=partials,
-                          launch=launch_arg(x))
+                          launch=launch_arg(x), force_int64=forcing_int64())
     # points' channel axis is its first: sum_partials wants it last.
     grad_points = sum_partials(dpoints_partial.transpose(1, 2), points.t()).t().contiguous()
     scalars = (left_bound, right_bound, left_slope, right_slope)
