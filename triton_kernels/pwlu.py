@@ -20,7 +20,10 @@ power of two, at most 16 bytes of elements, dividing the axis contiguous in memo
 knows that every row or channel map starts on a pack boundary and uses 128-bit loads and stores where
 the shape and the base address allow them (the JIT only marks integers divisible by 16). Rows of
 channels (``inner == 1``) use 2-D tiles with the channels last, as in memory, so that the table reads
-(addresses of no known order) take the element loads' layout.
+(addresses of no known order) take the element loads' layout. In rows of 8-element (16-bit) packs the
+backward splits each pack after its 128-bit loads into its even and its odd channels, processes the
+two halves one after the other, and joins them again for the 128-bit store: a thread then holds four
+channels' parameters and eight table addresses at a time (eight and sixteen need more than 128 registers).
 """
 
 import torch
@@ -36,8 +39,8 @@ from .common import channel_stride, compute_type, reduction_programs, tile_confi
 # [channels, N_POW2] sums of at most POINTS_SUM_ELEMENTS values; every tile halved for float64 (two
 # registers per value). Tiles along rows of channels (channels-last, (B, L, C)) span at most
 # *_ROW_CHANNELS channels: every thread keeps the parameters of its channels in registers. With these
-# sm_80 and sm_90 compile without spilling at <= 128 registers (25% occupancy) except the 16-bit rows
-# backward (see _backward_max_registers).
+# sm_80 and sm_90 compile without spilling at <= 128 registers (25% occupancy); the 16-bit rows backward
+# fits only with each 8-channel pack in two halves and half the channels per tile (see the kernel).
 TILE_ELEMENTS_GPU = 2048
 POINTS_SUM_ELEMENTS = 2048
 FORWARD_ROW_CHANNELS = 64
@@ -296,14 +299,10 @@ def _backward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int, n_pow
         return _sized_tile_config(outer, C, inner, x.numel(), TILE_ELEMENTS_INTERPRETED, triton.next_power_of_2(C))
     words = 2 if x.dtype == torch.float64 else 1
     max_channels = max(1, min(BACKWARD_ROW_CHANNELS, POINTS_SUM_ELEMENTS // n_pow2) // words)
+    if inner == 1 and pack == 8:  # 16-bit rows in halves: half the per-program sums, or they spill at 128 registers
+        max_channels = max(1, max_channels // 2)
     elements = 32 * BACKWARD_WARPS * pack  # one pack (at most 16 bytes) per thread
     return _sized_tile_config(outer, C, inner, x.numel(), elements, max_channels)
-
-
-def _backward_max_registers(x: torch.Tensor, inner: int):
-    """The register cap for ptxas: 128 (25% occupancy), except for 16-bit rows of channels, whose threads
-    hold 8 channels' parameters and spill under it (they run at 12.5% occupancy without spilling)."""
-    return BACKWARD_MAX_REGISTERS
 
 
 def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner):
