@@ -20,7 +20,10 @@ power of two, at most 16 bytes of elements, dividing the axis contiguous in memo
 knows that every row or channel map starts on a pack boundary and uses 128-bit loads and stores where
 the shape and the base address allow them (the JIT only marks integers divisible by 16). Rows of
 channels (``inner == 1``) use 2-D tiles with the channels last, as in memory, so that the table reads
-(addresses of no known order) take the element loads' layout.
+(addresses of no known order) take the element loads' layout. In rows of 8-element (16-bit) packs the
+backward splits each pack after its 128-bit loads into its even and its odd channels, processes the
+two halves one after the other, and joins them again for the 128-bit store: a thread then holds four
+channels' parameters and eight table addresses at a time (eight and sixteen need more than 128 registers).
 """
 
 import torch
@@ -36,8 +39,8 @@ from .common import channel_stride, compute_type, reduction_programs, tile_confi
 # [channels, N_POW2] sums of at most POINTS_SUM_ELEMENTS values; every tile halved for float64 (two
 # registers per value). Tiles along rows of channels (channels-last, (B, L, C)) span at most
 # *_ROW_CHANNELS channels: every thread keeps the parameters of its channels in registers. With these
-# sm_80 and sm_90 compile without spilling at <= 128 registers (25% occupancy) except the 16-bit rows
-# backward (see _backward_max_registers).
+# sm_80 and sm_90 compile without spilling at <= 128 registers (25% occupancy); the 16-bit rows backward
+# fits only with each 8-channel pack in two halves and half the channels per tile (see the kernel).
 TILE_ELEMENTS_GPU = 2048
 POINTS_SUM_ELEMENTS = 2048
 FORWARD_ROW_CHANNELS = 64
@@ -147,82 +150,112 @@ def _pwlu_forward_kernel(X, Y, POINTS, LB, RB, LS, RS, outer, C_packs, inner_pac
 
 
 @triton.jit
+def _backward_channels(x, g, mask, c, c_mask, sums, bins, POINTS, LB, RB, LS, RS, p_stride_c,
+                       N: tl.constexpr, COMPUTE: tl.constexpr, ROWS: tl.constexpr):
+    """``dx`` of a tile's elements of channels ``c``, and ``sums`` with their parameter gradients added."""
+    # Loaded per tile (cache hits) rather than kept: they would stay live through the interval loop.
+    bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
+                                                               N, COMPUTE, ROWS)
+    left, right, inside, width, u, k, t = _locate(x, bl, br, d, N, COMPUTE)
+    at_k = POINTS + (rows + k)  # one address per element: Y[k + 1] is at an immediate offset from it
+    y_k = tl.load(at_k, mask=mask & inside, other=0.0).to(COMPUTE)
+    y_k1 = tl.load(at_k + 1, mask=mask & inside, other=0.0).to(COMPUTE)
+    # The gradient reaching each branch of the reference's torch.where (0 in the other branches;
+    # masked lanes have g = 0 and x = 0 and add nothing).
+    g_left = tl.where(left, g, 0.0)
+    g_right = tl.where(right, g, 0.0)
+    g_inside = tl.where(inside, g, 0.0)
+    slope = _div_rn(y_k1 - y_k, width, COMPUTE)  # K_k inside; finite elsewhere (width 1)
+    g_slope = g_inside * slope
+    g_slope_u = g_slope * u / N
+    dx = g_left * kl + g_right * kr + g_slope
+    # Products with x - B (not selections): a zero gradient times an infinite or NaN x is NaN, as in autograd.
+    to_dlb = g_slope_u - g_left * kl - g_slope
+    to_drb = -(g_right * kr) - g_slope_u
+    to_dls = g_left * (x - bl)
+    to_drs = g_right * (x - br)
+    if ROWS:  # (a _channel_sum function would cost the interpreter four more calls per tile)
+        dlb, drb = tl.sum(to_dlb, axis=0)[:, None], tl.sum(to_drb, axis=0)[:, None]
+        dls, drs = tl.sum(to_dls, axis=0)[:, None], tl.sum(to_drs, axis=0)[:, None]
+    else:
+        dlb, drb = tl.sum(tl.sum(to_dlb, axis=2), axis=0)[:, None], tl.sum(tl.sum(to_drb, axis=2), axis=0)[:, None]
+        dls, drs = tl.sum(tl.sum(to_dls, axis=2), axis=0)[:, None], tl.sum(tl.sum(to_drs, axis=2), axis=0)[:, None]
+    sums += (tl.where(bins == N + 1, dlb, 0.0) + tl.where(bins == N + 2, drb, 0.0)
+             + tl.where(bins == N + 3, dls, 0.0) + tl.where(bins == N + 4, drs, 0.0))
+    # Scatter-add into bins k and k + 1: (1 - t) and t of the inside gradient, the left gradient
+    # to Y[0] (k = 0 there) and the right one to Y[N] (as bin k + 1 with k = N - 1).
+    k = tl.where(right, N - 1, k)
+    to_k = g_left + g_inside * (1 - t)
+    to_k1 = g_right + g_inside * t
+    # One interval at a time, summed over the tile in its own layout (a [tile, bins] selection
+    # would give the element loads its layout, one element per thread); only the intervals that
+    # the tile's elements fall in (masked lanes add 0 wherever they fall).
+    for j in range(tl.min(k), tl.max(k) + 1):
+        at_j = k == j
+        # (in 3-D both sums in one reduction: each call of tl.sum costs the interpreter as much as
+        # many NumPy operations)
+        if ROWS:
+            to_j = tl.sum(tl.where(at_j, to_k, 0.0), axis=0)[:, None]
+            to_j1 = tl.sum(tl.where(at_j, to_k1, 0.0), axis=0)[:, None]
+        else:
+            pair = tl.join(tl.where(at_j, to_k, 0.0), tl.where(at_j, to_k1, 0.0))
+            to_j, to_j1 = tl.split(tl.sum(tl.sum(pair, axis=2), axis=0))
+            to_j = to_j[:, None]
+            to_j1 = to_j1[:, None]
+        sums += tl.where(bins == j, to_j, 0.0) + tl.where(bins == j + 1, to_j1, 0.0)
+    return dx, sums
+
+
+@triton.jit
 def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
                           SUMS_PARTIAL,
                           outer, C_packs, inner_packs, n_i_blocks, n_tiles, n_programs, p_stride_c,
                           N: tl.constexpr, N_POW2: tl.constexpr, COMPUTE: tl.constexpr,
                           PACK_C: tl.constexpr, PACK_I: tl.constexpr,
                           BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-                          INT64: tl.constexpr, ROWS: tl.constexpr):
+                          INT64: tl.constexpr, ROWS: tl.constexpr, HALVES: tl.constexpr, PART_C: tl.constexpr):
     C = C_packs * PACK_C
     inner = inner_packs * PACK_I
     pid = tl.program_id(0)
     program = pid % n_programs
     cb = pid // n_programs
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
+    # With HALVES (rows of 8-element packs), the even and the odd channels of each 128-bit pack are
+    # processed one after the other: a thread then holds 4 channels' parameters and 8 table addresses
+    # at a time, not 8 and 16 (sm_80/sm_90 need more than 128 registers for those without spilling).
+    if HALVES:
+        c_a, c_b = tl.split(tl.reshape(c, [PART_C, 2]))
+    else:
+        c_a = c
+        c_b = c
     bins = tl.arange(0, N_POW2)[None, :]
-    # This program's running sums for its channels: dL/dY[c, 0..N] in bins 0..N, then dL/dB_L, dL/dB_R,
-    # dL/dK_L and dL/dK_R in bins N+1..N+4 (one accumulator spread over the threads, not four more
-    # [channels] vectors held by every thread of a channel).
-    sums = tl.zeros([BLOCK_C, N_POW2], dtype=COMPUTE)
+    # This program's running sums for its channels (channels c_a, and c_b with HALVES): dL/dY[c, 0..N]
+    # in bins 0..N, then dL/dB_L, dL/dB_R, dL/dK_L and dL/dK_R in bins N+1..N+4 (one accumulator spread
+    # over the threads, not four more [channels] vectors held by every thread of a channel).
+    sums_a = tl.zeros([PART_C, N_POW2], dtype=COMPUTE)
+    sums_b = tl.zeros([PART_C, N_POW2], dtype=COMPUTE)
     for tile in range(program, n_tiles, n_programs):
         offsets, mask, _ = _tile(tile, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64, ROWS)
-        # Loaded per tile (cache hits) rather than kept: they would stay live through the interval loop.
-        bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
-                                                                   N, COMPUTE, ROWS)
-        x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
-        g = tl.load(DY + offsets, mask=mask, other=0.0).to(COMPUTE)
-        left, right, inside, width, u, k, t = _locate(x, bl, br, d, N, COMPUTE)
-        y_k = tl.load(POINTS + rows + k, mask=mask & inside, other=0.0).to(COMPUTE)
-        y_k1 = tl.load(POINTS + rows + k + 1, mask=mask & inside, other=0.0).to(COMPUTE)
-        # The gradient reaching each branch of the reference's torch.where (0 in the other branches;
-        # masked lanes have g = 0 and x = 0 and add nothing).
-        g_left = tl.where(left, g, 0.0)
-        g_right = tl.where(right, g, 0.0)
-        g_inside = tl.where(inside, g, 0.0)
-        slope = _div_rn(y_k1 - y_k, width, COMPUTE)  # K_k inside; finite elsewhere (width 1)
-        g_slope = g_inside * slope
-        g_slope_u = g_slope * u / N
-        dx = g_left * kl + g_right * kr + g_slope
-        tl.store(DX + offsets, dx.to(DX.dtype.element_ty), mask=mask)
-        # Products with x - B (not selections): a zero gradient times an infinite or NaN x is NaN, as in autograd.
-        to_dlb = g_slope_u - g_left * kl - g_slope
-        to_drb = -(g_right * kr) - g_slope_u
-        to_dls = g_left * (x - bl)
-        to_drs = g_right * (x - br)
-        if ROWS:  # (a _channel_sum function would cost the interpreter four more calls per tile)
-            dlb, drb = tl.sum(to_dlb, axis=0)[:, None], tl.sum(to_drb, axis=0)[:, None]
-            dls, drs = tl.sum(to_dls, axis=0)[:, None], tl.sum(to_drs, axis=0)[:, None]
+        x = tl.load(X + offsets, mask=mask, other=0.0)
+        g = tl.load(DY + offsets, mask=mask, other=0.0)
+        if HALVES:
+            x_a, x_b = tl.split(tl.reshape(x, [BLOCK_O, PART_C, 2]))
+            g_a, g_b = tl.split(tl.reshape(g, [BLOCK_O, PART_C, 2]))
+            mask_a, mask_b = tl.split(tl.reshape(mask, [BLOCK_O, PART_C, 2]))
+            dx_a, sums_a = _backward_channels(x_a.to(COMPUTE), g_a.to(COMPUTE), mask_a, c_a, c_a < C, sums_a, bins,
+                                              POINTS, LB, RB, LS, RS, p_stride_c, N, COMPUTE, ROWS)
+            dx_b, sums_b = _backward_channels(x_b.to(COMPUTE), g_b.to(COMPUTE), mask_b, c_b, c_b < C, sums_b, bins,
+                                              POINTS, LB, RB, LS, RS, p_stride_c, N, COMPUTE, ROWS)
+            dx = tl.reshape(tl.join(dx_a.to(DX.dtype.element_ty), dx_b.to(DX.dtype.element_ty)), [BLOCK_O, BLOCK_C])
         else:
-            dlb, drb = tl.sum(tl.sum(to_dlb, axis=2), axis=0)[:, None], tl.sum(tl.sum(to_drb, axis=2), axis=0)[:, None]
-            dls, drs = tl.sum(tl.sum(to_dls, axis=2), axis=0)[:, None], tl.sum(tl.sum(to_drs, axis=2), axis=0)[:, None]
-        sums += (tl.where(bins == N + 1, dlb, 0.0) + tl.where(bins == N + 2, drb, 0.0)
-                 + tl.where(bins == N + 3, dls, 0.0) + tl.where(bins == N + 4, drs, 0.0))
-        # Scatter-add into bins k and k + 1: (1 - t) and t of the inside gradient, the left gradient
-        # to Y[0] (k = 0 there) and the right one to Y[N] (as bin k + 1 with k = N - 1).
-        k = tl.where(right, N - 1, k)
-        to_k = g_left + g_inside * (1 - t)
-        to_k1 = g_right + g_inside * t
-        # One interval at a time, summed over the tile in its own layout (a [tile, bins] selection
-        # would give the element loads its layout, one element per thread); only the intervals that
-        # the tile's elements fall in (masked lanes add 0 wherever they fall).
-        for j in range(tl.min(k), tl.max(k) + 1):
-            at_j = k == j
-            # (in 3-D both sums in one reduction: each call of tl.sum costs the interpreter as much as
-            # many NumPy operations)
-            if ROWS:
-                to_j = tl.sum(tl.where(at_j, to_k, 0.0), axis=0)[:, None]
-                to_j1 = tl.sum(tl.where(at_j, to_k1, 0.0), axis=0)[:, None]
-            else:
-                pair = tl.join(tl.where(at_j, to_k, 0.0), tl.where(at_j, to_k1, 0.0))
-                to_j, to_j1 = tl.split(tl.sum(tl.sum(pair, axis=2), axis=0))
-                to_j = to_j[:, None]
-                to_j1 = to_j1[:, None]
-            sums += tl.where(bins == j, to_j, 0.0) + tl.where(bins == j + 1, to_j1, 0.0)
+            dx, sums_a = _backward_channels(x.to(COMPUTE), g.to(COMPUTE), mask, c_a, c_a < C, sums_a, bins,
+                                            POINTS, LB, RB, LS, RS, p_stride_c, N, COMPUTE, ROWS)
+        tl.store(DX + offsets, dx.to(DX.dtype.element_ty), mask=mask)
     # (programs, N + 5, C) workspace: bins along the middle axis, channels last.
-    partial = program * (N + 5) * C + bins * C + c[:, None]
-    tl.store(SUMS_PARTIAL + partial, sums, mask=c_mask[:, None] & (bins < N + 5))
+    partial = program * (N + 5) * C + bins * C
+    tl.store(SUMS_PARTIAL + partial + c_a[:, None], sums_a, mask=(c_a < C)[:, None] & (bins < N + 5))
+    if HALVES:
+        tl.store(SUMS_PARTIAL + partial + c_b[:, None], sums_b, mask=(c_b < C)[:, None] & (bins < N + 5))
 
 
 def _pack(n: int, x: torch.Tensor) -> int:
@@ -270,14 +303,10 @@ def _backward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int, n_pow
         return _sized_tile_config(outer, C, inner, x.numel(), TILE_ELEMENTS_INTERPRETED, triton.next_power_of_2(C))
     words = 2 if x.dtype == torch.float64 else 1
     max_channels = max(1, min(BACKWARD_ROW_CHANNELS, POINTS_SUM_ELEMENTS // n_pow2) // words)
+    if inner == 1 and pack == 8:  # 16-bit rows in halves: half the per-program sums, or they spill at 128 registers
+        max_channels = max(1, max_channels // 2)
     elements = 32 * BACKWARD_WARPS * pack  # one pack (at most 16 bytes) per thread
     return _sized_tile_config(outer, C, inner, x.numel(), elements, max_channels)
-
-
-def _backward_max_registers(x: torch.Tensor, inner: int):
-    """The register cap for ptxas: 128 (25% occupancy), except for 16-bit rows of channels, whose threads
-    hold 8 channels' parameters and spill under it (they run at 12.5% occupancy without spilling)."""
-    return None if inner == 1 and x.element_size() == 2 else BACKWARD_MAX_REGISTERS
 
 
 def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner):
@@ -300,6 +329,8 @@ def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, r
     n_pow2 = triton.next_power_of_2(intervals + 5)  # bins 0..N and the four per-channel sums
     packs = _packs(x, C, inner)
     cfg = _backward_tile_config(x, outer, C, inner, n_pow2, packs["PACK_C"] * packs["PACK_I"])
+    # Rows of 8-element (16-bit) packs: each pack in two halves, one after the other (see the kernel).
+    halves = inner == 1 and packs["PACK_C"] == 8 and cfg["BLOCK_C"] >= 2
     n_programs = reduction_programs(x.device, cfg["n_tiles"], cfg["n_c_blocks"])
     sums_partial = torch.empty((n_programs, intervals + 5, C), dtype=compute_dtype(x), device=x.device)
     grid = (n_programs * cfg["n_c_blocks"],)
@@ -310,7 +341,8 @@ def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, r
         channel_stride(left_bound),
         N=intervals, N_POW2=n_pow2, COMPUTE=compute_type(x), PACK_C=packs["PACK_C"], PACK_I=packs["PACK_I"],
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"], ROWS=inner == 1,
-        num_warps=BACKWARD_WARPS, maxnreg=_backward_max_registers(x, inner))
+        HALVES=halves, PART_C=cfg["BLOCK_C"] // 2 if halves else cfg["BLOCK_C"],
+        num_warps=BACKWARD_WARPS, maxnreg=BACKWARD_MAX_REGISTERS)
     # sum_partials takes channels on the last axis: points transposed to (N + 1, C), and back.
     grad_points = sum_partials(sums_partial[:, :intervals + 1], points.t()).t().contiguous()
     dlb, drb, dls, drs = (sums_partial[:, intervals + 1 + i] for i in range(4))
