@@ -3,7 +3,9 @@
     python benchmarks/run.py            # the full sweep for this machine's device
     python benchmarks/run.py --quick    # one small shape per case, printed only
 
-Runs on the GPU when there is one, else on the CPU. For each case (op, shape,
+Runs on the GPU when there is one, else on the CPU. The ops and their
+parameter sets are the registered activations' (``benchmarks`` of each
+``Activation`` in ``lslu_kernels/functional.py``). For each case (op, shape,
 layout, dtype) and mode (forward, backward, forward+backward) it times every
 provider: the project's kernel backends that serve the device, the eager
 reference (``lslu_kernels.reference``), ``torch.compile`` of that reference,
@@ -52,8 +54,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-import lslu_kernels as lk
-from lslu_kernels import _backends, reference
+from lslu_kernels import _backends, registry
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 MODES = ("forward", "backward", "forward+backward")
@@ -65,26 +66,6 @@ FIELDS = ["op", "provider", "mode", "dtype", "shape", "layout", "median_ms", "q2
 BASELINES = ("torch.relu", "F.prelu")
 
 
-def _lslu_params(stages):
-    def make(channels, device):  # a little away from the identity
-        return [1.0 + 0.1 * torch.randn(stages, channels, device=device),
-                0.1 * torch.randn(stages, channels, device=device)]
-    return make
-
-
-def _pvlu_params(channels, device):
-    return [0.1 * torch.randn(channels, device=device), 1.0 + 0.1 * torch.randn(channels, device=device)]
-
-
-def _pwlu_params(intervals):
-    def make(channels, device):  # realigned on a standard normal input, then perturbed
-        knots = torch.linspace(-3, 3, intervals + 1, device=device)
-        points = torch.relu(knots).expand(channels, -1) + 0.05 * torch.randn(channels, intervals + 1, device=device)
-        return [points, torch.full((channels,), -3.0, device=device), torch.full((channels,), 3.0, device=device),
-                0.05 * torch.randn(channels, device=device), 1.0 + 0.05 * torch.randn(channels, device=device)]
-    return make
-
-
 @dataclasses.dataclass(frozen=True)
 class Op:
     """An activation as benchmarked: its public function, its reference and a parameter factory."""
@@ -94,12 +75,9 @@ class Op:
     make_params: Callable[[int, torch.device], list[torch.Tensor]]
 
 
-OPS = [
-    Op("lslu S=1", lk.lslu, reference.lslu, _lslu_params(1)),
-    Op("lslu S=3", lk.lslu, reference.lslu, _lslu_params(3)),
-    Op("pvlu", lk.pvlu, reference.pvlu, _pvlu_params),
-    Op("pwlu N=16", lk.pwlu, reference.pwlu, _pwlu_params(16)),
-]
+# Every parameter set each registered activation names for benchmarking ("lslu S=1", "lslu S=3", "pvlu", ...).
+OPS = [Op(activation.benchmark_label(variant), registry.function(activation.name), activation.reference, make)
+       for activation in registry.activations() for variant, make in activation.benchmarks]
 
 
 @dataclasses.dataclass(frozen=True)

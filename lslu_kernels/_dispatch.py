@@ -1,7 +1,8 @@
 """The dispatch layer, written once for every activation.
 
-An activation is described by :class:`Activation` (its name, its parameters and
-where their channel axis is, its reference function). :func:`define` turns the
+An activation is described by :class:`~lslu_kernels.registry.Activation` (its
+name, its parameters and where their channel axis is, its reference function,
+and the facts the recorder, plots and benchmarks read). :func:`define` turns the
 description into the public function: it validates the inputs (SPEC.md section
 3), picks the backend, and for kernel backends calls two ``torch.library``
 custom ops, ``lslu_kernels::<name>`` and ``lslu_kernels::<name>_backward``, with
@@ -17,29 +18,14 @@ and its ``(outer, C, inner)`` view (see ``_layout``):
 """
 
 import contextlib
-import dataclasses
 from collections.abc import Callable
 
 import torch
 
-from . import _backends, _layout
+from . import _backends, _layout, registry
+from .registry import Activation
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-@dataclasses.dataclass(frozen=True)
-class Activation:
-    name: str
-    # Parameter names, in call order.
-    params: tuple[str, ...]
-    # Per parameter: its number of axes and which axis holds the channels
-    # (size C, or 1 when the parameter is shared by all channels).
-    param_ndims: tuple[int, ...]
-    param_channel_axis: tuple[int, ...]
-    # reference(x, *params, channel_dim) -> y
-    reference: Callable[..., torch.Tensor]
-    # Extra per-op checks on the parameters (raise ValueError), after the generic ones.
-    check_params: Callable[..., None] | None = None
 
 
 def _check_inputs(op: Activation, x, params, channel_dim: int) -> int:
@@ -161,4 +147,6 @@ def define(op: Activation) -> Callable[..., torch.Tensor]:
     apply.backward_op = backward_op
     apply.param_names = op.params
     apply.param_channel_axis = op.param_channel_axis
+    apply.activation = op
+    registry.register(op, apply)
     return apply

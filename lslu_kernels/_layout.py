@@ -13,6 +13,9 @@ import math
 
 import torch
 
+# Kept importable from here for the kernel backends that still do; it belongs to _numerics.
+from ._numerics import sum_partials  # noqa: F401
+
 
 def _memory_order(x: torch.Tensor) -> list[int]:
     """Axes of ``x`` from outermost to innermost in memory (ties keep axis order)."""
@@ -50,16 +53,3 @@ def like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     if t.dtype == ref.dtype and t.stride() == ref.stride():
         return t
     return torch.empty_like(ref).copy_(t)
-
-
-def sum_partials(partial: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-    """A parameter's gradient from a backward kernel's ``(programs, ..., C)`` partial sums.
-
-    Sums over programs (torch's sum over a leading axis: a fixed order, so the
-    result is the same from run to run), then over channels when the parameter
-    is shared (its last axis has size 1), and casts to the parameter's dtype.
-    """
-    total = partial.sum(0)
-    if param.shape[-1] == 1 and total.shape[-1] != 1:
-        total = total.sum(-1, keepdim=True)
-    return total.to(param.dtype)

@@ -6,10 +6,7 @@ import warnings
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from .modules import LSLU, PVLU, PWLU, LazyLSLU, LazyPVLU, LazyPWLU
-
-# to -> (shared module class, per-channel lazy module class)
-_TARGETS = {"lslu": (LSLU, LazyLSLU), "pvlu": (PVLU, LazyPVLU), "pwlu": (PWLU, LazyPWLU)}
+from . import registry
 
 
 def _factory_of(model: nn.Module) -> dict:
@@ -28,7 +25,8 @@ def convert_activations(model: nn.Module, to: str, *, per_channel: bool = False,
     is a ``nn.ReLU``); ``replaced`` lists the qualified names of the replaced modules
     (``""`` for the root; a ReLU registered at several places is listed at each).
 
-    - ``to``: ``"lslu"``, ``"pvlu"`` or ``"pwlu"``. Each module starts as ReLU
+    - ``to``: ``"lslu"``, ``"pvlu"`` or ``"pwlu"`` (any activation with a
+      ``"shared"`` module in ``lslu_kernels.registry``). Each module starts as ReLU
       (LSLU: ``theta = 1, omega = 0``; PVLU: ``alpha = 0`` by default; PWLU: phase I),
       so a pretrained model's outputs are unchanged by the conversion.
     - ``per_channel=False``: parameters shared by all channels. ``True``: one per
@@ -45,12 +43,15 @@ def convert_activations(model: nn.Module, to: str, *, per_channel: bool = False,
     and cannot be converted. One ReLU module called at several places becomes one
     learnable module shared by those places.
     """
-    if to not in _TARGETS:
-        raise ValueError(f"convert_activations: to must be one of {sorted(_TARGETS)}, got {to!r}")
+    targets = sorted(a.name for a in registry.activations() if registry.conversion_module(a.name, "shared"))
+    if to not in targets:
+        raise ValueError(f"convert_activations: to must be one of {targets}, got {to!r}")
     if "channels" in options:
         raise TypeError("convert_activations: a ReLU does not know its channel count, so channels= cannot be "
                         "given; use per_channel=True to infer it at the first forward")
-    shared_cls, lazy_cls = _TARGETS[to]
+    if per_channel and registry.conversion_module(to, "per_channel") is None:
+        raise ValueError(f"convert_activations: {to!r} has no per-channel (lazy) module; use per_channel=False")
+    shared_cls, lazy_cls = registry.conversion_module(to, "shared"), registry.conversion_module(to, "per_channel")
     options = {**_factory_of(model), **options}
 
     def make() -> nn.Module:

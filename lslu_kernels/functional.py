@@ -1,9 +1,11 @@
 """The public activation functions: each one is its description handed to the dispatch layer.
 
-Adding an activation: its reference in ``reference.py``, its kernels in
-``triton_kernels/<name>.py`` (``<name>_forward`` / ``<name>_backward``), and
-one ``define(Activation(...))`` here.
+Each ``define(Activation(...))`` here is the op's one description: the dispatch
+layer, the recorder, the optimizer groups, the conversion, the plots and the
+benchmarks read it from ``registry`` (README, "Adding an activation").
 """
+
+import torch
 
 from . import reference
 from ._dispatch import Activation, define
@@ -17,6 +19,13 @@ def _check_lslu_params(theta, omega):
         raise ValueError("lslu: theta and omega need at least one stage (S >= 1), got S = 0")
 
 
+def _lslu_benchmark_params(stages):
+    def make(channels, device):  # a little away from the identity
+        return [1.0 + 0.1 * torch.randn(stages, channels, device=device),
+                0.1 * torch.randn(stages, channels, device=device)]
+    return make
+
+
 lslu = define(Activation(
     name="lslu",
     params=("theta", "omega"),
@@ -24,6 +33,8 @@ lslu = define(Activation(
     param_channel_axis=(1, 1),
     reference=reference.lslu,
     check_params=_check_lslu_params,
+    trajectory_panels=(("θ (theta)", ("theta",)), ("ω (omega)", ("omega",))),
+    benchmarks=(("S=1", _lslu_benchmark_params(1)), ("S=3", _lslu_benchmark_params(3))),
 ))
 lslu.__doc__ = """Learnable series linear unit (SPEC.md 1.1).
 
@@ -42,6 +53,10 @@ def _check_pvlu_params(alpha, beta):
                          f"got {tuple(alpha.shape)} and {tuple(beta.shape)}")
 
 
+def _pvlu_benchmark_params(channels, device):
+    return [0.1 * torch.randn(channels, device=device), 1.0 + 0.1 * torch.randn(channels, device=device)]
+
+
 pvlu = define(Activation(
     name="pvlu",
     params=("alpha", "beta"),
@@ -49,6 +64,8 @@ pvlu = define(Activation(
     param_channel_axis=(0, 0),
     reference=reference.pvlu,
     check_params=_check_pvlu_params,
+    trajectory_panels=(("α (alpha)", ("alpha",)), ("β (beta)", ("beta",))),
+    benchmarks=(("", _pvlu_benchmark_params),),
 ))
 pvlu.__doc__ = """Parametric variational linear unit (SPEC.md 1.2): ``relu(x) + alpha * sin(beta * x)``.
 
@@ -64,6 +81,29 @@ def _check_pwlu_params(points, left_bound, right_bound, left_slope, right_slope)
         raise ValueError(f"pwlu: points must have shape (C, N+1) with N >= 1 intervals, got {tuple(points.shape)}")
 
 
+def _pwlu_curve_range(params):
+    """The bounds of every channel, a quarter of their span wider on each side."""
+    left, right = min(params["left_bound"]), max(params["right_bound"])
+    margin = 0.25 * (right - left)
+    return left - margin, right + margin
+
+
+def _pwlu_knots(params):
+    """The table's N + 1 points at their knots, per channel."""
+    points = torch.tensor(params["points"], dtype=torch.float64)
+    left, right = (torch.tensor(params[p], dtype=torch.float64)[:, None] for p in ("left_bound", "right_bound"))
+    return left + (right - left) * torch.linspace(0, 1, points.shape[1], dtype=torch.float64), points
+
+
+def _pwlu_benchmark_params(intervals):
+    def make(channels, device):  # realigned on a standard normal input, then perturbed
+        knots = torch.linspace(-3, 3, intervals + 1, device=device)
+        points = torch.relu(knots).expand(channels, -1) + 0.05 * torch.randn(channels, intervals + 1, device=device)
+        return [points, torch.full((channels,), -3.0, device=device), torch.full((channels,), 3.0, device=device),
+                0.05 * torch.randn(channels, device=device), 1.0 + 0.05 * torch.randn(channels, device=device)]
+    return make
+
+
 pwlu = define(Activation(
     name="pwlu",
     params=("points", "left_bound", "right_bound", "left_slope", "right_slope"),
@@ -71,6 +111,12 @@ pwlu = define(Activation(
     param_channel_axis=(0, 0, 0, 0, 0),
     reference=reference.pwlu,
     check_params=_check_pwlu_params,
+    # The table of points is too many lines as trajectories: its knots are marked on the curve.
+    trajectory_panels=(("bounds B_L, B_R", ("left_bound", "right_bound")),
+                       ("slopes K_L, K_R", ("left_slope", "right_slope"))),
+    curve_range=_pwlu_curve_range,
+    curve_marks=_pwlu_knots,
+    benchmarks=(("N=16", _pwlu_benchmark_params(16)),),
 ))
 pwlu.__doc__ = """Piecewise linear unit (SPEC.md 1.3): ``N`` equal intervals between the bounds, linear beyond.
 

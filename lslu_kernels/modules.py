@@ -9,9 +9,10 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
-from . import functional
+from . import functional, registry
 
 
+@registry.activation_module("lslu", conversion="shared")
 class LSLU(nn.Module):
     """Pointwise learnable series linear unit (SPEC.md 1.1): ``S`` stages of relu and affine.
 
@@ -50,6 +51,7 @@ class LSLU(nn.Module):
         return f"{channels}, num_stages={self.theta.shape[0]}, channel_dim={self.channel_dim}"
 
 
+@registry.activation_module("pvlu", conversion="shared")
 class PVLU(nn.Module):
     """Parametric variational linear unit (SPEC.md 1.2): ``relu(x) + alpha * sin(beta * x)``.
 
@@ -87,6 +89,7 @@ class PVLU(nn.Module):
         return f"{channels}, channel_dim={self.channel_dim}"
 
 
+@registry.activation_module("pwlu", conversion="shared", realigned=lambda module: bool(module.realigned))
 class PWLU(nn.Module):
     """Piecewise linear unit (SPEC.md 1.3) with the paper's two training phases.
 
@@ -234,6 +237,7 @@ def _channels_of(name: str, x: torch.Tensor, channel_dim: int) -> int:
     return x.shape[channel_dim]
 
 
+@registry.activation_module("lslu", conversion="per_channel")
 class LazyLSLU(LazyModuleMixin, LSLU):
     """:class:`LSLU` with per-channel ``theta``/``omega`` whose channel count comes from the first input."""
 
@@ -262,6 +266,7 @@ class LazyLSLU(LazyModuleMixin, LSLU):
         return f"channels=<inferred>, num_stages={self.num_stages}, channel_dim={self.channel_dim}"
 
 
+@registry.activation_module("pvlu", conversion="per_channel")
 class LazyPVLU(LazyModuleMixin, PVLU):
     """:class:`PVLU` with per-channel ``alpha``/``beta`` whose channel count comes from the first input."""
 
@@ -290,6 +295,7 @@ class LazyPVLU(LazyModuleMixin, PVLU):
         return f"channels=<inferred>, channel_dim={self.channel_dim}"
 
 
+@registry.activation_module("pwlu", conversion="per_channel")
 class LazyPWLU(LazyModuleMixin, PWLU):
     """:class:`PWLU` with per-channel parameters and statistics whose channel count comes from the first input."""
 
@@ -324,6 +330,8 @@ class LazyPWLU(LazyModuleMixin, PWLU):
         return f"channels=<inferred>, intervals={self.intervals}, channel_dim={self.channel_dim}"
 
 
+# Its series is an LSLU: recorded as one, and kept out of weight decay (its conv and BN are not).
+@registry.activation_module("lslu")
 class LearnableSerieslinearUnit(nn.Module):
     """The paper's full LSLU layer (SPEC.md 1.1): ``BN(depthwise_conv(lslu(x)))`` on ``(N, C, H, W)`` inputs.
 

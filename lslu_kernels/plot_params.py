@@ -4,7 +4,9 @@
 
 One row per activation module: its parameters against the step, then its
 activation curve per channel at the last recorded step, computed by the
-reference functions (``lslu_kernels.reference``) on a grid of inputs. Needs
+reference functions (``lslu_kernels.reference``) on a grid of inputs. The
+panels, the curve's range and its marks are each op's, from
+``lslu_kernels.registry``. Needs
 matplotlib (``pip install "lslu-kernels[plot]"``).
 """
 
@@ -13,37 +15,27 @@ import collections
 
 import torch
 
-from . import reference
-from .recorder import PARAMETERS, load_records
-
-# The panels drawn per op: (title, parameters in one panel). PWLU's table of
-# points is too many lines as trajectories; its knots are drawn on the curve.
-_TRAJECTORY_PANELS = {
-    "LSLU": [("θ (theta)", ["theta"]), ("ω (omega)", ["omega"])],
-    "PVLU": [("α (alpha)", ["alpha"]), ("β (beta)", ["beta"])],
-    "PWLU": [("bounds B_L, B_R", ["left_bound", "right_bound"]), ("slopes K_L, K_R", ["left_slope", "right_slope"])],
-}
+from . import registry
+from .recorder import load_records
 
 
 def activation_curve(op: str, params: dict, grid: torch.Tensor, realigned: bool = True) -> torch.Tensor:
-    """The activation of each channel at the inputs ``grid`` (1-D): a ``(len(grid), channels)`` float64 tensor."""
-    tensors = [torch.tensor(params[name], dtype=torch.float64) for name in PARAMETERS[op]]
-    channels = tensors[0].shape[-1] if op == "LSLU" else tensors[0].shape[0]
+    """The activation of each channel at the inputs ``grid`` (1-D): a ``(len(grid), channels)`` float64 tensor.
+
+    ``op`` is a record's label (``"LSLU"``); ``realigned=False``: the module is still ReLU (PWLU's phase I).
+    """
+    activation = registry.by_label(op)
+    tensors = [torch.tensor(params[name], dtype=torch.float64) for name in activation.params]
+    channels = tensors[0].shape[activation.param_channel_axis[0]]
     x = grid.to(torch.float64)[:, None].expand(-1, channels)
-    if op == "LSLU":
-        return reference.lslu(x, *tensors, channel_dim=1)
-    if op == "PVLU":
-        return reference.pvlu(x, *tensors, channel_dim=1)
-    if not realigned:  # phase I: the unit is ReLU
+    if not realigned:  # the parameters are not used yet
         return torch.relu(x)
-    return reference.pwlu(x, *tensors, channel_dim=1)
+    return activation.reference(x, *tensors, channel_dim=1)
 
 
-def _default_range(op: str, params: dict, realigned: bool) -> tuple[float, float]:
-    if op == "PWLU" and realigned:
-        left, right = min(params["left_bound"]), max(params["right_bound"])
-        margin = 0.25 * (right - left)
-        return left - margin, right + margin
+def _default_range(activation: registry.Activation, params: dict, realigned: bool) -> tuple[float, float]:
+    if realigned and activation.curve_range is not None:
+        return activation.curve_range(params)
     return -4.0, 4.0
 
 
@@ -65,19 +57,23 @@ def plot_records(records: list[dict], out: str, *, max_channels: int = 16,
     axes = figure.subplots(len(modules), 3, squeeze=False)
     for row, (name, lines) in zip(axes, modules.items()):
         op = lines[0]["op"]
+        activation = registry.by_label(op)
         steps = [line["step"] for line in lines]
-        for ax, (title, names) in zip(row, _TRAJECTORY_PANELS[op]):
-            _plot_trajectories(ax, steps, lines, names, max_channels)
+        panels = activation.trajectory_panels
+        for ax, (title, names) in zip(row, panels):
+            _plot_trajectories(ax, activation, steps, lines, names, max_channels)
             ax.set_title(f"{name} ({op}): {title}", fontsize=9)
             ax.set_xlabel("step")
+        for ax in row[len(panels):2]:  # an op with one trajectory panel
+            ax.axis("off")
         last = lines[-1]
         realigned = last.get("realigned", True)
-        lo, hi = x_range or _default_range(op, last["params"], realigned)
+        lo, hi = x_range or _default_range(activation, last["params"], realigned)
         grid = torch.linspace(lo, hi, 401, dtype=torch.float64)
         curves = activation_curve(op, last["params"], grid, realigned)
         _plot_curves(row[2], grid, curves, max_channels)
-        if op == "PWLU" and realigned:
-            _plot_knots(row[2], last["params"], max_channels)
+        if realigned and activation.curve_marks is not None:
+            _plot_marks(row[2], *activation.curve_marks(last["params"]), max_channels)
         phase = "" if realigned else ", phase I: ReLU"
         row[2].set_title(f"{name} ({op}): curve at step {last['step']}{phase}", fontsize=9)
         row[2].set_xlabel("x")
@@ -91,12 +87,13 @@ def _colors(count: int):
     return [cmap(i / max(count - 1, 1)) for i in range(count)]
 
 
-def _plot_trajectories(ax, steps, lines, names, max_channels):
+def _plot_trajectories(ax, activation, steps, lines, names, max_channels):
     """One line per channel (and per stage for LSLU); several parameters share a panel by line style."""
     for name, style in zip(names, ("-", "--")):
         values = torch.tensor([line["params"][name] for line in lines], dtype=torch.float64)
-        if values.dim() == 2:  # (steps, C): one line per channel
-            values = values[:, None, :]
+        # (steps, stages, C): the channel axis last, the parameter's other axes (LSLU's stages) flattened.
+        axis = activation.param_channel_axis[activation.params.index(name)]
+        values = values.movedim(1 + axis, -1).reshape(len(lines), -1, values.shape[1 + axis])
         stages, channels = values.shape[1], min(values.shape[2], max_channels)
         # LSLU: color by stage; the per-channel parameters of the other ops: color by channel.
         colors = _colors(stages) if stages > 1 else _colors(channels)
@@ -119,13 +116,11 @@ def _plot_curves(ax, grid, curves, max_channels):
     ax.legend(title=shown, fontsize=7, title_fontsize=7)
 
 
-def _plot_knots(ax, params, max_channels):
-    points = torch.tensor(params["points"], dtype=torch.float64)
-    left, right = torch.tensor(params["left_bound"]), torch.tensor(params["right_bound"])
-    channels = min(points.shape[0], max_channels)
+def _plot_marks(ax, x, y, max_channels):
+    """Points of each channel's curve (PWLU's knots): ``x`` and ``y`` of shape (channels, K)."""
+    channels = min(x.shape[0], max_channels)
     for c, color in zip(range(channels), _colors(channels)):
-        knots = torch.linspace(float(left[c]), float(right[c]), points.shape[1])
-        ax.plot(knots, points[c], ".", color=color, markersize=3)
+        ax.plot(x[c], y[c], ".", color=color, markersize=3)
 
 
 def main(argv=None):

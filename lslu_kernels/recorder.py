@@ -15,10 +15,12 @@ for every :class:`~lslu_kernels.LSLU`, :class:`~lslu_kernels.PVLU` and
     recorder.save("params.jsonl")
 
 Each line is one module at one step:
-``{"step": 3, "module": "features.2", "op": "LSLU", "params": {"theta": [[...]], "omega": [[...]]}}``;
-PWLU lines add ``"realigned"`` (before realignment the unit is ReLU and its
-parameters are not used). Values are the parameters' own values as Python
-floats, so a float32 or float64 parameter is recorded exactly.
+``{"step": 3, "module": "features.2", "op": "LSLU", "params": {"theta": [[...]], "omega": [[...]]}}``
+(``op`` is the activation's label, ``params`` its parameters in call order, both
+from ``lslu_kernels.registry``); PWLU lines add ``"realigned"`` (before
+realignment the unit is ReLU and its parameters are not used). Values are the
+parameters' own values as Python floats, so a float32 or float64 parameter is
+recorded exactly.
 """
 
 import json
@@ -26,41 +28,40 @@ import os
 
 from torch import nn
 
-from .modules import LSLU, PVLU, PWLU, LearnableSerieslinearUnit
+from . import registry
 
-# The learnable parameters of each module, in the order of its functional op.
-PARAMETERS = {
-    "LSLU": ("theta", "omega"),
-    "PVLU": ("alpha", "beta"),
-    "PWLU": ("points", "left_bound", "right_bound", "left_slope", "right_slope"),
-}
-# The op each recorded module type computes; the full layer's series is an LSLU (its conv and BN are not recorded).
-_OPS = {LSLU: "LSLU", PVLU: "PVLU", PWLU: "PWLU", LearnableSerieslinearUnit: "LSLU"}
+
+def _labels() -> str:
+    """The registered activations' labels as a phrase: "LSLU, PVLU or PWLU"."""
+    *others, last = [a.label for a in registry.activations()]
+    return f"{', '.join(others)} or {last}" if others else last
 
 
 class ParameterRecorder:
-    """Keeps the parameter values of every LSLU, PVLU and PWLU module of ``model`` at each recorded step.
+    """Keeps the parameter values of every activation module of ``model`` at each recorded step.
 
-    Modules are found once, by ``model.named_modules()``, so their names are the
-    model's attribute paths (with a ``module.`` prefix when ``model`` is wrapped
-    in DistributedDataParallel; in several processes, record on one rank).
+    An activation module is one whose class is registered with
+    :func:`lslu_kernels.registry.activation_module` (LSLU, PVLU, PWLU, their lazy
+    variants and the full layer's series). Modules are found once, by
+    ``model.named_modules()``, so their names are the model's attribute paths
+    (with a ``module.`` prefix when ``model`` is wrapped in DistributedDataParallel;
+    in several processes, record on one rank).
     """
 
     def __init__(self, model: nn.Module):
-        self.modules = [(name, module) for name, module in model.named_modules()
-                        if isinstance(module, tuple(_OPS))]
+        self.modules = [(name, module, entry) for name, module in model.named_modules()
+                        if (entry := registry.module_entry(module)) is not None]
         if not self.modules:
-            raise ValueError(f"ParameterRecorder: {type(model).__name__} contains no LSLU, PVLU or PWLU module")
+            raise ValueError(f"ParameterRecorder: {type(model).__name__} contains no {_labels()} module")
         self.records: list[dict] = []
 
     def record(self, step: int) -> None:
         """Append the current values of every activation parameter, labelled with ``step``."""
-        for name, module in self.modules:
-            op = next(op for cls, op in _OPS.items() if isinstance(module, cls))
-            line = {"step": int(step), "module": name, "op": op,
-                    "params": {p: getattr(module, p).detach().cpu().tolist() for p in PARAMETERS[op]}}
-            if op == "PWLU":
-                line["realigned"] = bool(module.realigned)
+        for name, module, entry in self.modules:
+            line = {"step": int(step), "module": name, "op": entry.activation.label,
+                    "params": {p: t.detach().cpu().tolist() for p, t in registry.activation_params(module).items()}}
+            if entry.realigned is not None:
+                line["realigned"] = entry.realigned(module)
             self.records.append(line)
 
     def save(self, path: str | os.PathLike) -> None:

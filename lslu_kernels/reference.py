@@ -8,9 +8,7 @@ has ``x``'s dtype and autograd gives each parameter gradient its own dtype.
 
 import torch
 
-
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+from ._numerics import compute_dtype  # also imported from here by kernel backends not yet moved to _numerics
 
 
 def per_channel(p: torch.Tensor, ndim: int, channel_dim: int) -> torch.Tensor:
