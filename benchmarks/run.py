@@ -110,7 +110,8 @@ def kernel_backends(device: torch.device) -> list[str]:
 
 def providers(device: torch.device, op: Op) -> list[Provider]:
     """Everything timed for ``op`` on ``device``; call once per case, so each case compiles afresh."""
-    out = [Provider(name, lambda *a, name=name, **k: op.fn(*a, backend=name, **k)) for name in kernel_backends(device)]
+    out = [Provider(name, lambda *a, name=name, **k: op.fn(*a, backend=name, **k)) for name in kernel_backends(device)
+           if _backends.has_kernels(name, op.fn.activation.name)]
     out += [Provider("eager", op.reference), Provider("torch.compile", torch.compile(op.reference, dynamic=False)),
             Provider("torch.relu", _relu, lambda channels, device, dtype: []),
             Provider("F.prelu", _prelu,  # prelu's weight has x's dtype

@@ -8,6 +8,7 @@ that says what is available.
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 import re
 
@@ -223,13 +224,20 @@ def resolve(backend: str | None, device: torch.device, op: str) -> str:
     return backend
 
 
-def kernels(backend: str, op: str):
-    """The ``(forward, backward)`` host functions of ``op`` in a kernel backend.
-
-    Convention: backend ``triton`` keeps op ``foo`` in ``triton_kernels/foo.py``
-    as ``foo_forward`` and ``foo_backward``; the C++ backends ``cpu`` and
-    ``cuda`` share theirs in ``lslu_kernels/cpp_kernels/foo.py``.
-    """
+def _kernel_module(backend: str, op: str) -> str:
+    """Convention: backend ``triton`` keeps op ``foo`` in ``triton_kernels/foo.py``; the C++ backends
+    ``cpu`` and ``cuda`` share theirs in ``lslu_kernels/cpp_kernels/foo.py``."""
     package = "cpp_kernels" if backend in ("cpu", "cuda") else f"{backend}_kernels"
-    module = importlib.import_module(f"lslu_kernels.{package}.{op}")
+    return f"lslu_kernels.{package}.{op}"
+
+
+def kernels(backend: str, op: str):
+    """The ``(forward, backward)`` host functions of ``op`` in a kernel backend: ``foo_forward`` and
+    ``foo_backward`` of op ``foo``'s module (see :func:`_kernel_module`)."""
+    module = importlib.import_module(_kernel_module(backend, op))
     return getattr(module, f"{op}_forward"), getattr(module, f"{op}_backward")
+
+
+def has_kernels(backend: str, op: str) -> bool:
+    """Whether kernel backend ``backend`` has a module for ``op`` (a new op may have only its reference)."""
+    return importlib.util.find_spec(_kernel_module(backend, op)) is not None

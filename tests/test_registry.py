@@ -190,9 +190,12 @@ def test_toy_is_benchmarked(toy):
     op = run.OPS[-1]
     assert op.fn is toy and op.reference is toy_reference
     assert [p.shape for p in op.make_params(5, torch.device("cpu"))] == [(2, 5), (5,)]
-    # Its providers (eager and torch.compile of its reference) need no per-op code either.
-    names = {p.name for p in run.providers(torch.device("cpu"), op)}
-    assert {"eager", "torch.compile"} <= names, names
+    # Its providers need no per-op code either: the toy has no kernels, so only its reference is timed.
+    names = [p.name for p in run.providers(torch.device("cpu"), op)]
+    assert names == ["eager", "torch.compile", *run.BASELINES], names
+    pvlu = next(op for op in run.OPS if op.label == "pvlu")
+    kernels = [p.name for p in run.providers(torch.device("cpu"), pvlu)][:-4]
+    assert kernels == run.kernel_backends(torch.device("cpu")), f"pvlu's kernel providers: {kernels}"
 
 
 def test_unregistered_toy_leaves_the_three():
