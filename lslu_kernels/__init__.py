@@ -1,5 +1,7 @@
 """lslu-kernels: fused kernels for learnable activation functions (LSLU, PVLU, PWLU)."""
 
+import importlib.util
+
 from ._backends import available_backends, unavailable_backends
 from .convert import convert_activations
 from .functional import lslu, pvlu, pwlu
@@ -15,6 +17,9 @@ from .modules import (
 )
 from .optim import param_groups
 from .recorder import ParameterRecorder
+
+if importlib.util.find_spec("onnxscript") is not None:
+    from . import onnx  # registers the ops' ONNX translations for torch.onnx.export (lslu_kernels/onnx.py)
 
 __all__ = ["LSLU", "PVLU", "PWLU", "LazyLSLU", "LazyPVLU", "LazyPWLU", "LearnableSerieslinearUnit",
            "ParameterRecorder", "available_backends", "convert_activations", "lslu", "official_state_dict",
