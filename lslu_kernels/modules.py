@@ -20,10 +20,14 @@ class LSLU(nn.Module):
     channels, as the paper's official layer does; an int gives them shape
     ``(S, channels)``. Initialised to ``theta = 1, omega = 0``, where the unit
     equals ReLU, so it can replace a ReLU in a pretrained network.
+
+    ``inplace`` is accepted as by every torch and timm activation (timm builds
+    ``act_layer(inplace=True)``); the unit always computes out of place, so it
+    changes nothing.
     """
 
     def __init__(self, channels: int | None = None, num_stages: int = 3, *, channel_dim: int = 1,
-                 backend: str | None = None, device=None, dtype=None):
+                 backend: str | None = None, inplace: bool = False, device=None, dtype=None):
         super().__init__()
         if num_stages < 1:
             raise ValueError(f"LSLU: num_stages must be >= 1, got {num_stages}")
@@ -33,6 +37,7 @@ class LSLU(nn.Module):
         self.channels = channels
         self.channel_dim = channel_dim
         self.backend = backend
+        self.inplace = inplace  # accepted, unused: the unit is out of place
         self.theta = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
         self.omega = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
         self.reset_parameters()
@@ -60,10 +65,11 @@ class PVLU(nn.Module):
     ``beta = 1``: the unit starts as ReLU exactly, so it can replace the ReLUs of a
     pretrained network for fine-tuning, and ``alpha`` still gets a gradient
     (``sum g * sin(beta * x)``) from the first step (``beta`` moves once ``alpha`` does).
+    ``inplace`` is accepted and changes nothing, as for :class:`LSLU`.
     """
 
     def __init__(self, channels: int | None = None, *, alpha: float = 0.0, beta: float = 1.0, channel_dim: int = 1,
-                 backend: str | None = None, device=None, dtype=None):
+                 backend: str | None = None, inplace: bool = False, device=None, dtype=None):
         super().__init__()
         if channels is not None and channels < 1:
             raise ValueError(f"PVLU: channels must be >= 1 or None (shared), got {channels}")
@@ -71,6 +77,7 @@ class PVLU(nn.Module):
         self.channels = channels
         self.channel_dim = channel_dim
         self.backend = backend
+        self.inplace = inplace  # accepted, unused: the unit is out of place
         self.alpha_init, self.beta_init = float(alpha), float(beta)
         self.alpha = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
         self.beta = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
@@ -105,6 +112,7 @@ class PWLU(nn.Module):
     Defaults: ``intervals=16`` as in the paper; ``statistics_steps=100`` (a few
     hundred batches are enough for momentum-0.1 statistics to settle; the paper
     ties phase I to a share of training, so set it for your schedule).
+    ``inplace`` is accepted and changes nothing, as for :class:`LSLU`.
     """
 
     # Smallest standard deviation realignment uses: constant inputs still get N
@@ -113,7 +121,7 @@ class PWLU(nn.Module):
 
     def __init__(self, channels: int | None = None, intervals: int = 16, *, statistics_steps: int = 100,
                  momentum: float = 0.1, sync_statistics: bool = True, channel_dim: int = 1,
-                 backend: str | None = None, device=None, dtype=None):
+                 backend: str | None = None, inplace: bool = False, device=None, dtype=None):
         super().__init__()
         if channels is not None and channels < 1:
             raise ValueError(f"PWLU: channels must be >= 1 or None (shared), got {channels}")
@@ -127,6 +135,7 @@ class PWLU(nn.Module):
         self.statistics_steps, self.momentum = statistics_steps, momentum
         self.sync_statistics = sync_statistics
         self.channel_dim, self.backend = channel_dim, backend
+        self.inplace = inplace  # accepted, unused: the unit is out of place
         self.left_bound = nn.Parameter(torch.empty(rows, **factory))
         self.right_bound = nn.Parameter(torch.empty(rows, **factory))
         self.left_slope = nn.Parameter(torch.empty(rows, **factory))
@@ -244,8 +253,9 @@ class LazyLSLU(LazyModuleMixin, LSLU):
     cls_to_become = LSLU
 
     def __init__(self, num_stages: int = 3, *, channel_dim: int = 1, backend: str | None = None,
-                 device=None, dtype=None):
-        super().__init__(None, num_stages, channel_dim=channel_dim, backend=backend, device=device, dtype=dtype)
+                 inplace: bool = False, device=None, dtype=None):
+        super().__init__(None, num_stages, channel_dim=channel_dim, backend=backend, inplace=inplace, device=device,
+                         dtype=dtype)
         self.num_stages = num_stages
         self.theta = UninitializedParameter(device=device, dtype=dtype)
         self.omega = UninitializedParameter(device=device, dtype=dtype)
@@ -273,8 +283,8 @@ class LazyPVLU(LazyModuleMixin, PVLU):
     cls_to_become = PVLU
 
     def __init__(self, *, alpha: float = 0.0, beta: float = 1.0, channel_dim: int = 1, backend: str | None = None,
-                 device=None, dtype=None):
-        super().__init__(None, alpha=alpha, beta=beta, channel_dim=channel_dim, backend=backend,
+                 inplace: bool = False, device=None, dtype=None):
+        super().__init__(None, alpha=alpha, beta=beta, channel_dim=channel_dim, backend=backend, inplace=inplace,
                          device=device, dtype=dtype)
         self.alpha = UninitializedParameter(device=device, dtype=dtype)
         self.beta = UninitializedParameter(device=device, dtype=dtype)
@@ -303,11 +313,11 @@ class LazyPWLU(LazyModuleMixin, PWLU):
     _per_channel = ("left_bound", "right_bound", "left_slope", "right_slope", "running_mean", "running_std")
 
     def __init__(self, intervals: int = 16, *, statistics_steps: int = 100, momentum: float = 0.1,
-                 sync_statistics: bool = True, channel_dim: int = 1, backend: str | None = None, device=None,
-                 dtype=None):
+                 sync_statistics: bool = True, channel_dim: int = 1, backend: str | None = None,
+                 inplace: bool = False, device=None, dtype=None):
         super().__init__(None, intervals, statistics_steps=statistics_steps, momentum=momentum,
-                         sync_statistics=sync_statistics, channel_dim=channel_dim, backend=backend, device=device,
-                         dtype=dtype)
+                         sync_statistics=sync_statistics, channel_dim=channel_dim, backend=backend, inplace=inplace,
+                         device=device, dtype=dtype)
         for name in ("left_bound", "right_bound", "left_slope", "right_slope", "points"):
             setattr(self, name, UninitializedParameter(device=device, dtype=dtype))
         for name in ("running_mean", "running_std"):
