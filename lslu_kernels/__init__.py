@@ -19,7 +19,7 @@ from .optim import param_groups
 from .recorder import ParameterRecorder
 
 if importlib.util.find_spec("onnxscript") is not None:
-    from . import onnx  # registers the ops' ONNX translations for torch.onnx.export (lslu_kernels/onnx.py)
+    from . import onnx  # noqa: F401  (registers the ONNX translations of the ops, lslu_kernels/onnx.py)
 
 __all__ = ["LSLU", "PVLU", "PWLU", "LazyLSLU", "LazyPVLU", "LazyPWLU", "LearnableSerieslinearUnit",
            "ParameterRecorder", "available_backends", "convert_activations", "lslu", "official_state_dict",

@@ -103,10 +103,10 @@ OP_CASES = [(case, v, layout, shared) for case in OPS for v in case.variants
             for layout, shared in ((LAYOUTS[0], False), (LAYOUTS[1], True))]
 OP_CASES += [(case, case.variants[0], layout, shared) for case in OPS
              for layout, shared in ((LAYOUTS[0], True), (LAYOUTS[1], False))]
+OP_IDS = [f"{c}-{v}-{layout[0]}-{'shared' if s else 'per_channel'}" for c, v, layout, s in OP_CASES]
 
 
-@pytest.mark.parametrize(("case", "variant", "layout", "shared"), OP_CASES,
-                         ids=[f"{c}-{v}-{layout[0]}-{'shared' if s else 'per_channel'}" for c, v, layout, s in OP_CASES])
+@pytest.mark.parametrize(("case", "variant", "layout", "shared"), OP_CASES, ids=OP_IDS)
 def test_onnx_runtime_matches_eager(case, variant, layout, shared):
     model, make_x = _op_model(case, variant, layout, shared)
     check_onnx_matches_eager(model, make_x, f"{case} {variant}")
