@@ -8,10 +8,10 @@ The ``backend`` argument of the custom ops names a kernel, so ONNX ignores it.
 Registered when ``lslu_kernels`` is imported (with onnxscript installed) in
 onnxscript's torch_lib registry, which ``torch.onnx.export(..., dynamo=True)``
 reads each time it builds its operator table (tested with torch 2.13 and
-onnxscript 0.7): models export with no ``custom_translation_table``, which is
-the only public way to pass translations and needs every user to pass it.
-``translation_table()`` returns the same translations in that argument's form,
-for an exporter that does not read the registry.
+onnxscript 0.7), so models export as they are. torch's own way,
+``custom_translation_table=``, would have every user pass the translations at
+every export; ``translation_table()`` returns them in that form, for an
+exporter that does not read the registry.
 """
 
 import torch
