@@ -16,6 +16,7 @@ from parity import assert_elementwise
 from torch import nn
 
 import lslu_kernels as lk
+from lslu_kernels import registry
 
 # (id, shape, channel_dim): images and (batch, tokens, channels) activations.
 LAYOUTS = [("nchw", (2, 5, 4, 3), 1), ("blc", (2, 7, 5), -1)]
@@ -145,6 +146,12 @@ def test_onnx_runtime_pwlu_at_knots_and_bounds():
     assert bool(((inside_right - left) / width >= intervals).any()), "no input takes the clamp: test cannot fail"
     model = Op(lk.pwlu, params, channel_dim=1).eval()
     check_onnx_matches_eager(model, lambda batch: positions.expand(batch, -1, -1).contiguous(), "pwlu at knots")
+
+
+def test_every_activation_has_a_translation():
+    pytest.importorskip("onnxscript")
+    names = {op.name() for op in lk.onnx.translation_table()}
+    assert names == {f"lslu_kernels::{a.name}" for a in registry.activations()}, "ops and ONNX translations differ"
 
 
 @pytest.mark.parametrize("case", OPS, ids=str)
