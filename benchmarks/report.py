@@ -78,8 +78,7 @@ def gate_section(results_dir: pathlib.Path = RESULTS_DIR) -> list[str]:
              "are no multiple of 16 bytes and, in CUDA, the scalar instances and packs chosen narrower for "
              "registers), theoretical occupancy ≥ 25%; float64 only has to compile. The tests fail on any miss "
              "of a Triton kernel, and on local memory or a packed access narrower than its pack in a CUDA "
-             "instance (CUDA occupancy is reported, not gated; PVLU's sin/cos keeps its large-argument "
-             "reduction table in local memory, a known failure). Per kernel family, over its targets, layouts "
+             "instance (CUDA occupancy is reported, not gated). Per kernel family, over its targets, layouts "
              "and shapes; registers, spills, access widths and occupancy of the float16/bfloat16/float32 rows:",
              "",
              "| backend | kernel | compiled | max registers | max spill bytes | element access bits | "

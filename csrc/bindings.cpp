@@ -14,6 +14,7 @@
 #include "lslu.h"
 #if !defined(LSLU_CUDA)
 #include "cpu/isa.h"
+#include "trig.h"
 #endif
 
 namespace py = pybind11;
@@ -53,6 +54,19 @@ void backward(const LsluArgs& args, uintptr_t launch) { lslu_backward_cuda(args,
 // `launch` is the number of threads.
 void forward(const LsluArgs& args, uintptr_t launch) { lslu_forward_cpu(args, int(launch)); }
 void backward(const LsluArgs& args, uintptr_t launch) { lslu_backward_cpu(args, int(launch)); }
+
+// For tests only (tests/test_trig.py): trig.h's accurate sin and cos, which the CUDA kernels
+// use, over a float buffer, compiled for each instruction-set level like the kernels.
+struct TrigSincos {
+  static LSLU_CPU_INLINE void run(const float* v, float* s, float* c, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) trig_sincos(v[i], s[i], c[i]);
+  }
+};
+struct TrigSin {
+  static LSLU_CPU_INLINE void run(const float* v, float* s, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) s[i] = trig_sin(v[i]);
+  }
+};
 #endif
 
 }  // namespace
@@ -111,6 +125,24 @@ PYBIND11_MODULE(_C_cpu, m) {
         return names;
       },
       "The levels this CPU and build run, lowest first.");
+  m.def(
+      "trig_sincos",
+      [](uintptr_t v, uintptr_t s, uintptr_t c, int64_t n) {
+        py::gil_scoped_release no_gil;
+        run_at_level<TrigSincos>(cpu_isa(), static_cast<const float*>(address(v)),
+                                 static_cast<float*>(mutable_address(s)), static_cast<float*>(mutable_address(c)), n);
+      },
+      py::arg("v"), py::arg("s"), py::arg("c"), py::arg("n"),
+      "For tests: s[i], c[i] = sin(v[i]), cos(v[i]) by trig.h's trig_sincos (float buffers of n), at the current level.");
+  m.def(
+      "trig_sin",
+      [](uintptr_t v, uintptr_t s, int64_t n) {
+        py::gil_scoped_release no_gil;
+        run_at_level<TrigSin>(cpu_isa(), static_cast<const float*>(address(v)), static_cast<float*>(mutable_address(s)),
+                              n);
+      },
+      py::arg("v"), py::arg("s"), py::arg("n"),
+      "For tests: s[i] = sin(v[i]) by trig.h's trig_sin (float buffers of n), at the current level.");
 #endif
   // The CUDA grids' wave arithmetic (grid.h), in both extensions: plain host code.
   m.def("wave_blocks_per_column", &grid::blocks_per_column, py::arg("outer"), py::arg("channels"), py::arg("inner"),

@@ -3,10 +3,11 @@
 //     y = relu(x) + alpha * sin(beta * x)
 //
 // The kernels load one element's channel parameters (alpha, beta) and call these
-// functions per element. sin and cos are the accurate ones over the whole range:
-// sinf/cosf (sin/cos for double) on the device, never the __sinf/__cosf intrinsics
-// whose error grows with the argument (and nvcc is not given --use_fast_math);
-// std::sin/std::cos on the host.
+// functions per element. sin and cos are accurate over the whole range: for float on the
+// device trig.h's trig_sin / trig_sincos (CUDA's sinf/cosf keep their large-argument
+// reduction table in local memory; the __sinf/__cosf intrinsics lose accuracy with the
+// argument), sin/cos for double; std::sin/std::cos on the host (the CPU kernels' far
+// arguments, csrc/cpu/pvlu.cpp).
 #pragma once
 
 #include <cmath>
@@ -14,12 +15,13 @@
 
 #include "dtypes.h"
 #include "lslu.h"  // relu, relu_backward
+#include "trig.h"
 
 namespace lslu_kernels {
 
 LSLU_HD float pvlu_sin(float v) {
 #if defined(__CUDA_ARCH__)
-  return sinf(v);
+  return trig_sin(v);
 #else
   return std::sin(v);
 #endif
@@ -35,7 +37,7 @@ LSLU_HD double pvlu_sin(double v) {
 
 LSLU_HD void pvlu_sincos(float v, float& s, float& c) {
 #if defined(__CUDA_ARCH__)
-  sincosf(v, &s, &c);
+  trig_sincos(v, s, c);
 #else
   s = std::sin(v);  // the compiler joins the two into one sincos call
   c = std::cos(v);

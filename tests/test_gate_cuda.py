@@ -28,14 +28,9 @@ def _load_gate():
 
 gate = _load_gate()
 
-# Families (op, direction, layout, dtype) whose instances nvcc 13.0 compiles with local memory
-# today; strict: the mark fails once the family is clean, so that it is removed then. PVLU:
-# sinf/cosf/sincosf keep the table of their large-argument reduction (|beta * x| > 105615, the
-# Payne-Hanek path) in a 28-byte local array. (The 8-24-byte spills that LSLU and PWLU instances
-# had went with __launch_bounds__(kThreads, kMinBlocksPerSM = 1): csrc/cuda/common.cuh.)
-KNOWN_LOCAL_MEMORY = {("pvlu", direction, layout, dtype) for direction in ("forward", "backward")
-                      for layout in ("channel", "rows") for dtype in ("float32", "bfloat16", "float16")}
-
+# No family has local memory: the 8-24-byte spills that LSLU and PWLU instances had went with
+# __launch_bounds__(kThreads, kMinBlocksPerSM = 1) (csrc/cuda/common.cuh); PVLU's 28-byte local
+# array (the table of CUDA's sinf/cosf large-argument reduction) with csrc/trig.h's sin and cos.
 FAMILIES = sorted((op, direction, layout, dtype) for op in ("lslu", "pvlu", "pwlu")
                   for direction in ("forward", "backward") for layout in ("channel", "rows")
                   for dtype in gate.BARRED_DTYPES)
@@ -68,9 +63,7 @@ def test_every_instance_is_named(rows):
     assert wanted <= seen, f"missing: {sorted(wanted - seen)[:10]}"
 
 
-@pytest.mark.parametrize("family", [
-    pytest.param(f, marks=pytest.mark.xfail(strict=True, reason="sinf/cosf keep their large-argument reduction table in local memory"))
-    if f in KNOWN_LOCAL_MEMORY else f for f in FAMILIES], ids=lambda f: "-".join(f))
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: "-".join(f))
 def test_no_spill_or_local_memory(rows, family):
     offenders = [f"{_label(r)}: {r.spill_bytes} B stack, {r.local_bytes} B local, "
                  f"{r.accesses.local if r.accesses else 0} LDL/STL" for r in _family(rows, family) if r.uses_local_memory]

@@ -4,8 +4,8 @@
 //
 // sin and cos: libm's sinf/cosf do not vectorize (without -ffast-math and libmvec) and
 // cost far more than the rest of the arithmetic, so float arguments (float, half types)
-// go through the branch-free fast_sin / fast_sincos below, accurate (~2 ulp, absolute
-// error < 1.3e-7) for |beta * x| <= 39000. Each loop computes every element that way and
+// go through trig.h's branch-free fast_sin / fast_sincos, accurate (absolute error
+// < 1.3e-7) for |beta * x| <= 39000. Each loop computes every element that way and
 // notes whether any argument was beyond that range (or inf/NaN); only then, which is
 // rare, the work is done again with pvlu.h's std::sin/std::cos for those arguments.
 // double uses std::sin/std::cos throughout.
@@ -37,63 +37,8 @@ constexpr int64_t kMaxPartials = 256;
 constexpr int64_t kChunk = 1 << 14;
 
 // ---------------------------------------------------------------------------------------
-// sin and cos of float arguments, written for the vectorizer.
-//
-// Cody-Waite reduction by pi/2 in float: q = nearest integer to v * 2/pi, then
-// r = v - q * pi/2 with pi/2 split into four floats, the first three with at most 9
-// significant bits, so that q * part is exact for |q| < 2^15 (|v| <= kFastTrigMax) and
-// the subtractions lose nothing that matters: the absolute error of r stays below
-// ~1e-13 over the whole range, far below the rounding of the float argument beta * x
-// itself. Then minimax polynomials on [-pi/4, pi/4] (Cephes sinf/cosf coefficients,
-// ~1 ulp) and the quadrant's swap and signs, all as selects and bit operations.
-
-// |v| up to which fast_sincos and fast_sin serve (checked: every float in [-8, 8] and
-// [38000, 39000], 2e8 random ones in between, against double sin/cos).
-constexpr float kFastTrigMax = 39000.0f;
-
-LSLU_CPU_INLINE void fast_sincos(float v, float& s, float& c) {
-  constexpr float kTwoOverPi = 0x1.45f306p-1f;
-  constexpr float kRound = 0x1.8p23f;  // adding it rounds |t| < 2^22 to an integer
-  constexpr float kPio2A = 0x1.92p+0f, kPio2B = 0x1.fbp-12f, kPio2C = 0x1.51p-22f, kPio2D = 0x1.0b4612p-34f;
-  const float shifted = v * kTwoOverPi + kRound;
-  const float q = shifted - kRound;
-  const uint32_t quadrant = float_bits(shifted);  // the low bits of the mantissa are q mod 4
-  float r = v - q * kPio2A;
-  r = r - q * kPio2B;
-  r = r - q * kPio2C;
-  r = r - q * kPio2D;
-  const float z = r * r;
-  const float sin_r = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * r + r;
-  const float cos_r = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z -
-                      0.5f * z + 1.0f;
-  // Quadrant q mod 4 = 0: (sin_r, cos_r); 1: (cos_r, -sin_r); 2: (-sin_r, -cos_r); 3: (-cos_r, sin_r).
-  const uint32_t swap = 0u - (quadrant & 1u);  // all ones for odd quadrants
-  const uint32_t sin_bits = float_bits(sin_r), cos_bits = float_bits(cos_r);
-  const uint32_t s_bits = (cos_bits & swap) | (sin_bits & ~swap);
-  const uint32_t c_bits = (sin_bits & swap) | (cos_bits & ~swap);
-  s = bits_float(s_bits ^ ((quadrant & 2u) << 30));
-  c = bits_float(c_bits ^ (((quadrant + 1u) & 2u) << 30));
-}
-
-// sin(v) alone (forward), for |v| <= kFastTrigMax: the same reduction by pi instead of
-// pi/2 (|q| < 2^14, the four parts of pi with at most 9 significant bits but the last),
-// r in [-pi/2, pi/2], one odd polynomial (minimax for the relative error on [-pi/2, pi/2],
-// ~2 ulp) and the sign (-1)^q. About half the work of fast_sincos.
-LSLU_CPU_INLINE float fast_sin(float v) {
-  constexpr float kOneOverPi = 0x1.45f306p-2f;
-  constexpr float kRound = 0x1.8p23f;
-  constexpr float kPiA = 0x1.92p+1f, kPiB = 0x1.fbp-11f, kPiC = 0x1.51p-21f, kPiD = 0x1.0b4612p-33f;
-  const float shifted = v * kOneOverPi + kRound;
-  const float q = shifted - kRound;
-  const uint32_t sign = float_bits(shifted) << 31;  // q odd: sin(v) = -sin(r)
-  float r = v - q * kPiA;
-  r = r - q * kPiB;
-  r = r - q * kPiC;
-  r = r - q * kPiD;
-  const float z = r * r;
-  const float p = (((0x1.5db774p-19f * z - 0x1.9f6f9p-13f) * z + 0x1.110ed2p-7f) * z - 0x1.55554cp-3f) * z;
-  return bits_float(float_bits(p * r + r) ^ sign);
-}
+// sin and cos of float arguments: trig.h's fast_sincos / fast_sin (through pvlu.h), for
+// |v| <= kFastTrigMax.
 
 // 1 for arguments beyond fast_sincos's range, which the kernels give to std::sin/std::cos
 // (also inf and NaN, whose results fast_sincos would get right: NaN), else 0. On the
@@ -105,6 +50,8 @@ LSLU_CPU_INLINE uint32_t far_argument(float v) {
   return uint32_t((float_bits(v) & 0x7fffffffu) > kMaxBits);
 }
 LSLU_CPU_INLINE uint32_t far_argument(double) { return 0; }
+using lslu_kernels::fast_sin;  // the float ones (trig.h), next to the double ones here
+using lslu_kernels::fast_sincos;
 LSLU_CPU_INLINE void fast_sincos(double v, double& s, double& c) { pvlu_sincos(v, s, c); }
 LSLU_CPU_INLINE double fast_sin(double v) { return pvlu_sin(v); }
 

@@ -14,8 +14,8 @@
 // read in a fixed order; no atomics), so partial sums are bitwise reproducible. Partial
 // buffers are (partials, channels); every entry is written.
 //
-// sin and cos are pvlu.h's: sinf / sincosf (sin / sincos for double), accurate over the
-// whole range (nvcc is not given --use_fast_math, so they are not the __sinf intrinsics).
+// sin and cos are pvlu.h's: trig.h's trig_sin / trig_sincos for float (accurate over the
+// whole range, in registers only), sin / sincos for double.
 
 #include <cuda_runtime.h>
 
@@ -51,8 +51,15 @@ constexpr int pack_16_bytes() {
 // b % blocks_per_channel; the chunk's threads take packs chunk * blockDim + t, then every
 // blocks_per_channel * blockDim packs, of the channel's outer * inner / VEC packs.
 
+// Blocks per SM that the kernels' __launch_bounds__ ask for, in place of kMinBlocksPerSM
+// (one): left that free, ptxas interleaves the sin and cos (trig.h) of a thread's kUnroll
+// packs up to ~95 registers forward and ~180 backward (25% and 12.5% occupancy); these
+// cap them at 80 and 128 registers, which it meets without spilling (benchmarks/gate_cuda.py).
+constexpr int kForwardMinBlocksPerSM = 3;
+constexpr int kBackwardMinBlocksPerSM = 2;
+
 template <typename scalar_t, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
+__global__ void __launch_bounds__(kThreads, kForwardMinBlocksPerSM)
     pvlu_forward_channel_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                                 const acc_type<scalar_t>* __restrict__ alpha,
                                 const acc_type<scalar_t>* __restrict__ beta, index_t outer, index_t channels,
@@ -91,7 +98,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
 }
 
 template <typename scalar_t, int VEC, typename index_t>
-__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
+__global__ void __launch_bounds__(kThreads, kBackwardMinBlocksPerSM)
     pvlu_backward_channel_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                                  scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ alpha,
                                  const acc_type<scalar_t>* __restrict__ beta,
@@ -165,7 +172,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
 // every blocks_per_tile * blockDim.y rows. With CV > 1, channels % CV == 0.
 
 template <typename scalar_t, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
+__global__ void __launch_bounds__(kThreads, kForwardMinBlocksPerSM)
     pvlu_forward_rows_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                              const acc_type<scalar_t>* __restrict__ alpha,
                              const acc_type<scalar_t>* __restrict__ beta, index_t rows, index_t channels,
@@ -205,7 +212,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
 }
 
 template <typename scalar_t, int CV, typename index_t>
-__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
+__global__ void __launch_bounds__(kThreads, kBackwardMinBlocksPerSM)
     pvlu_backward_rows_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad_output,
                               scalar_t* __restrict__ grad_input, const acc_type<scalar_t>* __restrict__ alpha,
                               const acc_type<scalar_t>* __restrict__ beta,
