@@ -133,8 +133,10 @@ py::tuple walk_counts(bool rows, int64_t outer, int64_t channels, int64_t inner,
   const WalkSizes<index_t> sizes{index_t(outer), index_t(channels), index_t(inner), index_t(blocks_per_column)};
   std::vector<int> visits(size_t(outer * channels * inner), 0), writes(size_t(blocks_per_column * channels), 0);
   int64_t out_of_range = 0;
-  const auto walk = [&](auto w, unsigned b, unsigned tx, unsigned ty) {
-    if (tx == 0 && ty == 0) {
+  // As the kernels: every thread walks its packs; the block (its first thread, here) writes its
+  // partial entries.
+  const auto walk = [&](auto w, bool first_thread) {
+    if (first_thread) {
       for (int64_t c = w.first_written(); c < w.first_written() + w.written(block.x); ++c) {
         ++writes[size_t(int64_t(w.part) * channels + c)];
       }
@@ -154,15 +156,15 @@ py::tuple walk_counts(bool rows, int64_t outer, int64_t channels, int64_t inner,
         }
       }
     }
-    (void)b;
   };
   for (unsigned b = 0; b < unsigned(blocks); ++b) {
     for (unsigned ty = 0; ty < unsigned(block.y); ++ty) {
       for (unsigned tx = 0; tx < unsigned(block.x); ++tx) {
+        const bool first_thread = tx == 0 && ty == 0;
         if (rows) {
-          walk(RowsWalk<PACK, index_t>(sizes, b, tx, ty, block.x, block.y), b, tx, ty);
+          walk(RowsWalk<PACK, index_t>(sizes, b, tx, ty, block.x, block.y), first_thread);
         } else {
-          walk(ChannelWalk<PACK, index_t>(sizes, b, tx, ty, block.x, block.y), b, tx, ty);
+          walk(ChannelWalk<PACK, index_t>(sizes, b, tx, ty, block.x, block.y), first_thread);
         }
       }
     }

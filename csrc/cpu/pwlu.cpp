@@ -114,9 +114,9 @@ LSLU_CPU_INLINE void locate_lanes(const scalar_t* x, int64_t n, ChannelOf channe
   }
 }
 
-// Forward over `lanes` <= kLanes consecutive elements (see locate_lanes). FULL: lanes == kLanes, a constant trip count (no
-// remainder loops; x is read twice rather than copied, which the compiler would turn into
-// a memcpy call).
+// Forward over `lanes` <= kLanes consecutive elements (see locate_lanes). FULL: lanes ==
+// kLanes, a constant trip count (no remainder loops; x is read twice rather than copied,
+// which the compiler would turn into a memcpy call).
 template <bool FULL, typename acc_t, typename scalar_t, typename ChannelOf, typename RowOf>
 LSLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t lanes, ChannelOf channel_of, RowOf row_of,
                                    int intervals) {
@@ -328,8 +328,8 @@ LSLU_CPU_INLINE void backward_channel_unit(const KernelArgs& a, int64_t c, int64
 // Backward unit of the inner == 1 layout: channels [c0, c0 + width) of rows [first, last).
 // Consecutive elements belong to different channels, so each channel keeps one set of bins.
 template <typename scalar_t>
-LSLU_CPU_INLINE void backward_rows_unit(const KernelArgs& a, const ChannelArrays<acc_type<scalar_t>>& params, int64_t c0,
-                                        int64_t width, int64_t part, int64_t first, int64_t last) {
+LSLU_CPU_INLINE void backward_rows_unit(const KernelArgs& a, const ChannelArrays<acc_type<scalar_t>>& params,
+                                        int64_t c0, int64_t width, int64_t part, int64_t first, int64_t last) {
   using acc_t = acc_type<scalar_t>;
   const int N = a.size;
   const int64_t C = a.channels;
