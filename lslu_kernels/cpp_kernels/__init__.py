@@ -15,8 +15,7 @@ from typing import Callable
 
 import torch
 
-from .._layout import sum_partials
-from ..reference import compute_dtype
+from .._numerics import compute_dtype, sum_partials
 
 EXTENSIONS = {"cpu": "lslu_kernels._C_cpu", "cuda": "lslu_kernels._C_cuda"}
 
