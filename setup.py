@@ -111,6 +111,7 @@ class BuildExt(build_ext):
         (build_dir / "build.ninja").write_text("\n".join(lines))
         subprocess.run([_ninja(), "-C", str(build_dir)], check=True)
         ext.extra_objects = [*ext.extra_objects, *objects]
+        ext.depends = [*ext.depends, *objects]  # relinked when an object is newer, not only bindings.cpp
         ext.library_dirs = [*ext.library_dirs, str(_cuda_lib_dir(nvcc))]
 
 

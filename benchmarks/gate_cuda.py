@@ -37,7 +37,7 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "gate-cuda.csv"
 COLUMNS = ["kernel", "target", "dtype", "layout", "shape", "index", "num_warps", "registers", "spill_bytes",
            "shared_bytes", "widest_access_bits", "occupancy", "meets_bar"]
 
-# The launch geometry of csrc/cuda (common.cuh, pwlu.cu) that occupancy depends on.
+# The launch geometry of csrc/cuda (decomposition.h, pwlu.cu) that occupancy depends on.
 THREADS = 256
 PWLU_SUMS_BYTES = 48 * 1024
 PWLU_SCALAR_SUMS = 4
@@ -58,10 +58,11 @@ BARRED_DTYPES = ("float32", "bfloat16", "float16")
 
 DTYPES = {"f": ("float32", 4), "d": ("float64", 8), "NS_4HalfE": ("float16", 2), "NS_8BFloat16E": ("bfloat16", 2)}
 INDEX_TYPES = {"i": "int32", "l": "int64"}
-# <op>_<direction>_<layout>_kernel I <dtype> [Li<stages>E] Li<pack>E <index> E
-INSTANCE = re.compile(r"\d+(?P<op>lslu|pvlu|pwlu)_(?P<direction>forward|backward)_(?P<layout>channel|rows)_kernel"
-                      r"I(?P<dtype>f|d|NS_4HalfE|NS_8BFloat16E)(?:Li(?P<stages>\d+)E)?Li(?P<pack>\d+)E"
-                      r"(?P<index>[il])E")
+# The engine's kernels (csrc/cuda/engine.cuh): cuda_engine::<direction>_kernel<Op, Walk>, with Op
+# <Op>Op<dtype[, stages]> (PWLU's PwluCudaOp) and Walk <Layout>Walk<pack, index>.
+INSTANCE = re.compile(r"(?P<direction>forward|backward)_kernelIN\w*?\d+(?P<op>Lslu|Pvlu|Pwlu)(?:Cuda)?Op"
+                      r"I(?P<dtype>f|d|NS_4HalfE|NS_8BFloat16E)(?:Li(?P<stages>\d+)E)?EE"
+                      r"N\w*?\d+(?P<layout>Channel|Rows)WalkILi(?P<pack>\d+)E(?P<index>[il])E")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,9 +95,10 @@ def parse_instance(mangled: str) -> Instance | None:
         return None
     dtype, element_bytes = DTYPES[m["dtype"]]
     stages = int(m["stages"]) if m["stages"] else None
-    if (m["op"] == "lslu") != (stages is not None):
+    op = m["op"].lower()
+    if (op == "lslu") != (stages is not None):
         raise ValueError(f"unexpected template arguments in {mangled}")
-    return Instance(mangled, m["op"], m["direction"], m["layout"], dtype, element_bytes, stages, int(m["pack"]),
+    return Instance(mangled, op, m["direction"], m["layout"].lower(), dtype, element_bytes, stages, int(m["pack"]),
                     INDEX_TYPES[m["index"]])
 
 

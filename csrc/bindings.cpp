@@ -1,17 +1,27 @@
-// Python bindings of one C++ backend: compiled once into lslu_kernels._C_cpu and,
-// with LSLU_CUDA defined, once into lslu_kernels._C_cuda.
+// Python bindings of one C++ backend: compiled once into lslu_kernels._C_cpu and, with
+// LSLU_CUDA defined, once into lslu_kernels._C_cuda.
 //
-// Tensors cross as raw addresses (tensor.data_ptr()) with their sizes; the
-// Python side (lslu_kernels/cpp_kernels/) allocates and checks them.
+// Tensors cross as raw addresses (tensor.data_ptr()) with their sizes; the Python side
+// (lslu_kernels/cpp_kernels/) allocates and checks them. Every op has the same three
+// functions, made from its row of the table of entry points (kernel_abi.h):
+//
+//   <op>_forward(x, y, params, *, dtype, outer, channels, inner, size, <exec>, force_int64=False)
+//   <op>_backward(grad_output, x, grad_input, params, partial, *, dtype, outer, channels, inner,
+//                 size, partials, <exec>, force_int64=False)
+//   <op>_backward_partials(*, dtype, outer, channels, inner, size, multiprocessors)
+//
+// with <exec> `stream` (a cudaStream_t) in _C_cuda and `threads` (OpenMP threads) in _C_cpu.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "decomposition.h"
 #include "grid.h"
-#include "launch.h"
-#include "lslu.h"
+#include "kernel_abi.h"
 #if !defined(LSLU_CUDA)
 #include "cpu/isa.h"
 #include "trig.h"
@@ -22,38 +32,28 @@ using namespace lslu_kernels;
 
 namespace {
 
-DType dtype_named(const std::string& name) {
-  if (name == "float16") return DType::Float16;
-  if (name == "bfloat16") return DType::BFloat16;
-  if (name == "float32") return DType::Float32;
-  if (name == "float64") return DType::Float64;
-  throw std::invalid_argument("lslu_kernels: unsupported dtype " + name);
-}
-
-const void* address(uintptr_t a) { return reinterpret_cast<const void*>(a); }
-void* mutable_address(uintptr_t a) { return reinterpret_cast<void*>(a); }
-
-LsluArgs lslu_args(const std::string& dtype, int64_t outer, int64_t channels, int64_t inner, int stages,
-                   uintptr_t theta, uintptr_t omega) {
-  LsluArgs args{};
-  args.dtype = dtype_named(dtype);
-  args.outer = outer;
-  args.channels = channels;
-  args.inner = inner;
-  args.stages = stages;
-  args.theta = address(theta);
-  args.omega = address(omega);
-  return args;
-}
-
 #if defined(LSLU_CUDA)
-// `launch` is the cudaStream_t to launch on.
-void forward(const LsluArgs& args, uintptr_t launch) { lslu_forward_cuda(args, mutable_address(launch)); }
-void backward(const LsluArgs& args, uintptr_t launch) { lslu_backward_cuda(args, mutable_address(launch)); }
+using EntryPoints = CudaEntryPoints;
+constexpr const char* kExec = "stream";
+void run(void (*kernel)(const KernelArgs&, void*), const KernelArgs& args, uintptr_t stream) {
+  kernel(args, reinterpret_cast<void*>(stream));
+}
+int64_t partials_of(const EntryPoints& e, const KernelArgs& sizes, int multiprocessors) {
+  return e.backward_partials(sizes, multiprocessors);
+}
+const std::pair<const char*, const EntryPoints*> kOps[] = {{"lslu", &lslu_cuda}, {"pvlu", &pvlu_cuda},
+                                                           {"pwlu", &pwlu_cuda}};
 #else
-// `launch` is the number of threads.
-void forward(const LsluArgs& args, uintptr_t launch) { lslu_forward_cpu(args, int(launch)); }
-void backward(const LsluArgs& args, uintptr_t launch) { lslu_backward_cpu(args, int(launch)); }
+using EntryPoints = CpuEntryPoints;
+constexpr const char* kExec = "threads";
+void run(void (*kernel)(const KernelArgs&, int), const KernelArgs& args, uintptr_t threads) {
+  kernel(args, int(threads));
+}
+int64_t partials_of(const EntryPoints& e, const KernelArgs& sizes, int /*multiprocessors*/) {
+  return e.backward_partials(sizes);
+}
+const std::pair<const char*, const EntryPoints*> kOps[] = {{"lslu", &lslu_cpu}, {"pvlu", &pvlu_cpu},
+                                                           {"pwlu", &pwlu_cpu}};
 
 // For tests only (tests/test_trig.py): trig.h's accurate sin and cos, which the CUDA kernels
 // use, over a float buffer, compiled for each instruction-set level like the kernels.
@@ -69,19 +69,140 @@ struct TrigSin {
 };
 #endif
 
+DType dtype_named(const std::string& name) {
+  if (name == "float16") return DType::Float16;
+  if (name == "bfloat16") return DType::BFloat16;
+  if (name == "float32") return DType::Float32;
+  if (name == "float64") return DType::Float64;
+  throw std::invalid_argument("lslu_kernels: unsupported dtype " + name);
+}
+
+// The one place where KernelArgs is filled.
+KernelArgs kernel_args(const std::string& dtype, int64_t outer, int64_t channels, int64_t inner, int size,
+                       const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& partial,
+                       int64_t partials, bool force_int64) {
+  if (params.size() > size_t(kMaxParams) || partial.size() > size_t(kMaxPartialBuffers)) {
+    throw std::invalid_argument("lslu_kernels: at most " + std::to_string(kMaxParams) + " parameters and " +
+                                std::to_string(kMaxPartialBuffers) + " partial buffers");
+  }
+  KernelArgs a{};
+  a.dtype = dtype_named(dtype);
+  a.outer = outer;
+  a.channels = channels;
+  a.inner = inner;
+  a.size = size;
+  for (size_t i = 0; i < params.size(); ++i) a.params[i] = reinterpret_cast<const void*>(params[i]);
+  for (size_t i = 0; i < partial.size(); ++i) a.partial[i] = reinterpret_cast<void*>(partial[i]);
+  a.partials = partials;
+  a.force_int64 = force_int64;
+  return a;
+}
+
+void define_op(py::module_& m, const std::string& op, const EntryPoints& e) {
+  m.def(
+      (op + "_forward").c_str(),
+      [&e](uintptr_t x, uintptr_t y, const std::vector<uintptr_t>& params, const std::string& dtype, int64_t outer,
+           int64_t channels, int64_t inner, int size, uintptr_t exec, bool force_int64) {
+        KernelArgs a = kernel_args(dtype, outer, channels, inner, size, params, {}, 0, force_int64);
+        a.x = reinterpret_cast<const void*>(x);
+        a.y = reinterpret_cast<void*>(y);
+        py::gil_scoped_release no_gil;
+        run(e.forward, a, exec);
+      },
+      py::arg("x"), py::arg("y"), py::arg("params"), py::kw_only(), py::arg("dtype"), py::arg("outer"),
+      py::arg("channels"), py::arg("inner"), py::arg("size"), py::arg(kExec), py::arg("force_int64") = false);
+  m.def(
+      (op + "_backward").c_str(),
+      [&e](uintptr_t grad_output, uintptr_t x, uintptr_t grad_input, const std::vector<uintptr_t>& params,
+           const std::vector<uintptr_t>& partial, const std::string& dtype, int64_t outer, int64_t channels,
+           int64_t inner, int size, int64_t partials, uintptr_t exec, bool force_int64) {
+        KernelArgs a = kernel_args(dtype, outer, channels, inner, size, params, partial, partials, force_int64);
+        a.grad_output = reinterpret_cast<const void*>(grad_output);
+        a.x = reinterpret_cast<const void*>(x);
+        a.grad_input = reinterpret_cast<void*>(grad_input);
+        py::gil_scoped_release no_gil;
+        run(e.backward, a, exec);
+      },
+      py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("params"), py::arg("partial"),
+      py::kw_only(), py::arg("dtype"), py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("size"),
+      py::arg("partials"), py::arg(kExec), py::arg("force_int64") = false);
+  m.def(
+      (op + "_backward_partials").c_str(),
+      [&e](const std::string& dtype, int64_t outer, int64_t channels, int64_t inner, int size, int multiprocessors) {
+        return partials_of(e, kernel_args(dtype, outer, channels, inner, size, {}, {}, 0, false), multiprocessors);
+      },
+      py::kw_only(), py::arg("dtype"), py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("size"),
+      py::arg("multiprocessors"));
+}
+
+// Test only: every (block, thread) of a CUDA launch walked as the kernels walk it
+// (decomposition.h). Returns how often each element is visited and how often each
+// (part, channel) partial entry is written, for a grid of blocks_per_column blocks per column
+// (with sums whose block takes at most max_columns threads * channels per thread).
+template <int PACK, typename index_t>
+py::tuple walk_counts(bool rows, int64_t outer, int64_t channels, int64_t inner, int64_t blocks_per_column,
+                      int64_t max_columns) {
+  const BlockShape block = block_shape(rows, PACK, outer, channels, inner, max_columns);
+  const int64_t blocks = grid_columns(rows, PACK, channels, block) * blocks_per_column;
+  const WalkSizes<index_t> sizes{index_t(outer), index_t(channels), index_t(inner), index_t(blocks_per_column)};
+  std::vector<int> visits(size_t(outer * channels * inner), 0), writes(size_t(blocks_per_column * channels), 0);
+  int64_t out_of_range = 0;
+  // As the kernels: every thread walks its packs; the block (its first thread, here) writes its
+  // partial entries.
+  const auto walk = [&](auto w, bool first_thread) {
+    if (first_thread) {
+      for (int64_t c = w.first_written(); c < w.first_written() + w.written(block.x); ++c) {
+        ++writes[size_t(int64_t(w.part) * channels + c)];
+      }
+    }
+    if (!w.active()) return;
+    for (index_t first = w.begin; first < w.end; first += kUnroll * w.step) {
+      for (int u = 0; u < kUnroll; ++u) {
+        const index_t k = w.item(first, u);
+        if (k >= w.end) continue;
+        const int64_t offset = int64_t(w.offset(k));
+        for (int j = 0; j < PACK; ++j) {
+          if (offset + j < 0 || offset + j >= int64_t(visits.size())) {
+            ++out_of_range;
+          } else {
+            ++visits[size_t(offset + j)];
+          }
+        }
+      }
+    }
+  };
+  for (unsigned b = 0; b < unsigned(blocks); ++b) {
+    for (unsigned ty = 0; ty < unsigned(block.y); ++ty) {
+      for (unsigned tx = 0; tx < unsigned(block.x); ++tx) {
+        const bool first_thread = tx == 0 && ty == 0;
+        if (rows) {
+          walk(RowsWalk<PACK, index_t>(sizes, b, tx, ty, block.x, block.y), first_thread);
+        } else {
+          walk(ChannelWalk<PACK, index_t>(sizes, b, tx, ty, block.x, block.y), first_thread);
+        }
+      }
+    }
+  }
+  return py::make_tuple(visits, writes, out_of_range, py::make_tuple(block.x, block.y), blocks);
+}
+
+template <typename index_t>
+py::tuple walk_counts_for(int pack, bool rows, int64_t outer, int64_t channels, int64_t inner, int64_t per_column,
+                          int64_t max_columns) {
+  switch (pack) {
+    case 1: return walk_counts<1, index_t>(rows, outer, channels, inner, per_column, max_columns);
+    case 2: return walk_counts<2, index_t>(rows, outer, channels, inner, per_column, max_columns);
+    case 4: return walk_counts<4, index_t>(rows, outer, channels, inner, per_column, max_columns);
+    case 8: return walk_counts<8, index_t>(rows, outer, channels, inner, per_column, max_columns);
+  }
+  throw std::invalid_argument("decomposition_visits: pack must be 1, 2, 4 or 8");
+}
+
 }  // namespace
 
 #if defined(LSLU_CUDA)
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "lslu-kernels: hand-written CUDA kernels (raw-pointer interface)";
-  // Asks the current device (the occupancy of the backward kernel that the sizes select).
-  m.def(
-      "lslu_backward_partials",
-      [](const std::string& dtype, int64_t outer, int64_t channels, int64_t inner, int stages, int multiprocessors) {
-        return lslu_backward_partials_cuda(dtype_named(dtype), stages, outer, channels, inner, multiprocessors);
-      },
-      py::arg("dtype"), py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("stages"),
-      py::arg("multiprocessors"));
   m.def(
       "device_support",
       [](int device) {
@@ -101,13 +222,6 @@ PYBIND11_MODULE(_C_cuda, m) {
 #else
 PYBIND11_MODULE(_C_cpu, m) {
   m.doc() = "lslu-kernels: hand-written C++ CPU kernels (raw-pointer interface)";
-  m.def(
-      "lslu_backward_partials",
-      [](const std::string& /*dtype*/, int64_t outer, int64_t channels, int64_t inner, int /*stages*/,
-         int /*multiprocessors*/) { return lslu_backward_partials_cpu(outer, channels, inner); },
-      py::arg("dtype"), py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("stages"),
-      py::arg("multiprocessors"));
-
   // The instruction-set level of the kernels (csrc/cpu/isa.h): LSLU_KERNELS_CPU_ISA caps it here, at load.
   set_cpu_isa_from_environment();
   m.def(
@@ -126,205 +240,38 @@ PYBIND11_MODULE(_C_cpu, m) {
       },
       "The levels this CPU and build run, lowest first.");
   m.def(
+      "decomposition_visits",
+      [](bool rows, int pack, bool int64, int64_t outer, int64_t channels, int64_t inner, int64_t blocks_per_column,
+         int64_t max_columns) {
+        return int64 ? walk_counts_for<int64_t>(pack, rows, outer, channels, inner, blocks_per_column, max_columns)
+                     : walk_counts_for<int32_t>(pack, rows, outer, channels, inner, blocks_per_column, max_columns);
+      },
+      py::arg("rows"), py::arg("pack"), py::arg("int64"), py::arg("outer"), py::arg("channels"), py::arg("inner"),
+      py::arg("blocks_per_column"), py::arg("max_columns") = kUnboundedColumns,
+      "Test only: (element visits, partial-entry writes, out-of-range offsets, block (x, y), blocks) of the CUDA "
+      "engine's decomposition (csrc/decomposition.h) enumerated on the host.");
+  m.def(
       "trig_sincos",
       [](uintptr_t v, uintptr_t s, uintptr_t c, int64_t n) {
         py::gil_scoped_release no_gil;
-        run_at_level<TrigSincos>(cpu_isa(), static_cast<const float*>(address(v)),
-                                 static_cast<float*>(mutable_address(s)), static_cast<float*>(mutable_address(c)), n);
+        run_at_level<TrigSincos>(cpu_isa(), reinterpret_cast<const float*>(v), reinterpret_cast<float*>(s),
+                                 reinterpret_cast<float*>(c), n);
       },
       py::arg("v"), py::arg("s"), py::arg("c"), py::arg("n"),
-      "For tests: s[i], c[i] = sin(v[i]), cos(v[i]) by trig.h's trig_sincos (float buffers of n), at the current level.");
+      "Test only: s[i], c[i] = sin(v[i]), cos(v[i]) by trig.h's trig_sincos (float buffers of n), at the current level.");
   m.def(
       "trig_sin",
       [](uintptr_t v, uintptr_t s, int64_t n) {
         py::gil_scoped_release no_gil;
-        run_at_level<TrigSin>(cpu_isa(), static_cast<const float*>(address(v)), static_cast<float*>(mutable_address(s)),
-                              n);
+        run_at_level<TrigSin>(cpu_isa(), reinterpret_cast<const float*>(v), reinterpret_cast<float*>(s), n);
       },
       py::arg("v"), py::arg("s"), py::arg("n"),
-      "For tests: s[i] = sin(v[i]) by trig.h's trig_sin (float buffers of n), at the current level.");
+      "Test only: s[i] = sin(v[i]) by trig.h's trig_sin (float buffers of n), at the current level.");
 #endif
   // The CUDA grids' wave arithmetic (grid.h), in both extensions: plain host code.
   m.def("wave_blocks_per_column", &grid::blocks_per_column, py::arg("outer"), py::arg("channels"), py::arg("inner"),
         py::arg("resident_blocks"), py::arg("multiprocessors"));
-  m.def(
-      "lslu_forward",
-      [](uintptr_t x, uintptr_t y, uintptr_t theta, uintptr_t omega, const std::string& dtype, int64_t outer,
-         int64_t channels, int64_t inner, int stages, uintptr_t launch, bool force_int64) {
-        LsluArgs args = lslu_args(dtype, outer, channels, inner, stages, theta, omega);
-        args.force_int64 = force_int64;
-        args.x = address(x);
-        args.y = mutable_address(y);
-        py::gil_scoped_release no_gil;
-        forward(args, launch);
-      },
-      py::arg("x"), py::arg("y"), py::arg("theta"), py::arg("omega"), py::kw_only(), py::arg("dtype"),
-      py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("stages"),
-      py::arg("launch"), py::arg("force_int64") = false);
-  m.def(
-      "lslu_backward",
-      [](uintptr_t grad_output, uintptr_t x, uintptr_t grad_input, uintptr_t theta, uintptr_t omega,
-         uintptr_t dtheta_partial, uintptr_t domega_partial, const std::string& dtype, int64_t outer, int64_t channels,
-         int64_t inner, int stages, int64_t partials, uintptr_t launch, bool force_int64) {
-        LsluArgs args = lslu_args(dtype, outer, channels, inner, stages, theta, omega);
-        args.force_int64 = force_int64;
-        args.grad_output = address(grad_output);
-        args.x = address(x);
-        args.grad_input = mutable_address(grad_input);
-        args.dtheta_partial = mutable_address(dtheta_partial);
-        args.domega_partial = mutable_address(domega_partial);
-        args.partials = partials;
-        py::gil_scoped_release no_gil;
-        backward(args, launch);
-      },
-      py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("theta"), py::arg("omega"),
-      py::arg("dtheta_partial"), py::arg("domega_partial"), py::kw_only(), py::arg("dtype"), py::arg("outer"),
-      py::arg("channels"), py::arg("inner"), py::arg("stages"), py::arg("partials"),
-      py::arg("launch"), py::arg("force_int64") = false);
+  for (const auto& [op, entry] : kOps) define_op(m, op, *entry);
   m.attr("max_lslu_stages") = kLsluMaxStages;
-
-  // ---- pvlu ----
-  m.def(
-      "pvlu_backward_partials",
-      [](const std::string& dtype, int64_t outer, int64_t channels, int64_t inner, int multiprocessors) {
-#if defined(LSLU_CUDA)
-        return pvlu_backward_partials_cuda(dtype_named(dtype), outer, channels, inner, multiprocessors);
-#else
-        (void)dtype, (void)multiprocessors;
-        return pvlu_backward_partials_cpu(outer, channels, inner);
-#endif
-      },
-      py::arg("dtype"), py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("multiprocessors"));
-  m.def(
-      "pvlu_forward",
-      [](uintptr_t x, uintptr_t y, uintptr_t alpha, uintptr_t beta, const std::string& dtype, int64_t outer,
-         int64_t channels, int64_t inner, uintptr_t launch, bool force_int64) {
-        PvluArgs args{};
-        args.force_int64 = force_int64;
-        args.dtype = dtype_named(dtype);
-        args.outer = outer;
-        args.channels = channels;
-        args.inner = inner;
-        args.alpha = address(alpha);
-        args.beta = address(beta);
-        args.x = address(x);
-        args.y = mutable_address(y);
-        py::gil_scoped_release no_gil;
-#if defined(LSLU_CUDA)
-        pvlu_forward_cuda(args, mutable_address(launch));
-#else
-        pvlu_forward_cpu(args, int(launch));
-#endif
-      },
-      py::arg("x"), py::arg("y"), py::arg("alpha"), py::arg("beta"), py::kw_only(), py::arg("dtype"),
-      py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("launch"), py::arg("force_int64") = false);
-  m.def(
-      "pvlu_backward",
-      [](uintptr_t grad_output, uintptr_t x, uintptr_t grad_input, uintptr_t alpha, uintptr_t beta,
-         uintptr_t dalpha_partial, uintptr_t dbeta_partial, const std::string& dtype, int64_t outer,
-         int64_t channels, int64_t inner, int64_t partials, uintptr_t launch, bool force_int64) {
-        PvluArgs args{};
-        args.force_int64 = force_int64;
-        args.dtype = dtype_named(dtype);
-        args.outer = outer;
-        args.channels = channels;
-        args.inner = inner;
-        args.alpha = address(alpha);
-        args.beta = address(beta);
-        args.grad_output = address(grad_output);
-        args.x = address(x);
-        args.grad_input = mutable_address(grad_input);
-        args.dalpha_partial = mutable_address(dalpha_partial);
-        args.dbeta_partial = mutable_address(dbeta_partial);
-        args.partials = partials;
-        py::gil_scoped_release no_gil;
-#if defined(LSLU_CUDA)
-        pvlu_backward_cuda(args, mutable_address(launch));
-#else
-        pvlu_backward_cpu(args, int(launch));
-#endif
-      },
-      py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("alpha"), py::arg("beta"),
-      py::arg("dalpha_partial"), py::arg("dbeta_partial"), py::kw_only(), py::arg("dtype"), py::arg("outer"),
-      py::arg("channels"), py::arg("inner"), py::arg("partials"), py::arg("launch"), py::arg("force_int64") = false);
-
-  // ---- pwlu ----
-  m.def(
-      "pwlu_backward_partials",
-      [](const std::string& dtype, int64_t outer, int64_t channels, int64_t inner, int intervals,
-         int multiprocessors) -> int64_t {
-#if defined(LSLU_CUDA)
-        return pwlu_backward_partials_cuda(dtype_named(dtype), outer, channels, inner, intervals, multiprocessors);
-#else
-        (void)dtype, (void)intervals, (void)multiprocessors;
-        return pwlu_backward_partials_cpu(outer, channels, inner);
-#endif
-      },
-      py::arg("dtype"), py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("intervals"),
-      py::arg("multiprocessors"));
-  m.def(
-      "pwlu_forward",
-      [](uintptr_t x, uintptr_t y, uintptr_t points, uintptr_t left_bound, uintptr_t right_bound,
-         uintptr_t left_slope, uintptr_t right_slope, const std::string& dtype, int64_t outer, int64_t channels,
-         int64_t inner, int intervals, uintptr_t launch, bool force_int64) {
-        PwluArgs args{};
-        args.force_int64 = force_int64;
-        args.dtype = dtype_named(dtype);
-        args.outer = outer;
-        args.channels = channels;
-        args.inner = inner;
-        args.intervals = intervals;
-        args.points = address(points);
-        args.left_bound = address(left_bound);
-        args.right_bound = address(right_bound);
-        args.left_slope = address(left_slope);
-        args.right_slope = address(right_slope);
-        args.x = address(x);
-        args.y = mutable_address(y);
-        py::gil_scoped_release no_gil;
-#if defined(LSLU_CUDA)
-        pwlu_forward_cuda(args, mutable_address(launch));
-#else
-        pwlu_forward_cpu(args, int(launch));
-#endif
-      },
-      py::arg("x"), py::arg("y"), py::arg("points"), py::arg("left_bound"), py::arg("right_bound"),
-      py::arg("left_slope"), py::arg("right_slope"), py::kw_only(), py::arg("dtype"), py::arg("outer"),
-      py::arg("channels"), py::arg("inner"), py::arg("intervals"), py::arg("launch"), py::arg("force_int64") = false);
-  m.def(
-      "pwlu_backward",
-      [](uintptr_t grad_output, uintptr_t x, uintptr_t grad_input, uintptr_t points, uintptr_t left_bound,
-         uintptr_t right_bound, uintptr_t left_slope, uintptr_t right_slope, uintptr_t dpoints_partial,
-         uintptr_t dscalars_partial, const std::string& dtype, int64_t outer, int64_t channels, int64_t inner,
-         int intervals, int64_t partials, uintptr_t launch, bool force_int64) {
-        PwluArgs args{};
-        args.force_int64 = force_int64;
-        args.dtype = dtype_named(dtype);
-        args.outer = outer;
-        args.channels = channels;
-        args.inner = inner;
-        args.intervals = intervals;
-        args.points = address(points);
-        args.left_bound = address(left_bound);
-        args.right_bound = address(right_bound);
-        args.left_slope = address(left_slope);
-        args.right_slope = address(right_slope);
-        args.grad_output = address(grad_output);
-        args.x = address(x);
-        args.grad_input = mutable_address(grad_input);
-        args.dpoints_partial = mutable_address(dpoints_partial);
-        args.dscalars_partial = mutable_address(dscalars_partial);
-        args.partials = partials;
-        py::gil_scoped_release no_gil;
-#if defined(LSLU_CUDA)
-        pwlu_backward_cuda(args, mutable_address(launch));
-#else
-        pwlu_backward_cpu(args, int(launch));
-#endif
-      },
-      py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("points"), py::arg("left_bound"),
-      py::arg("right_bound"), py::arg("left_slope"), py::arg("right_slope"), py::arg("dpoints_partial"),
-      py::arg("dscalars_partial"), py::kw_only(), py::arg("dtype"), py::arg("outer"), py::arg("channels"),
-      py::arg("inner"), py::arg("intervals"), py::arg("partials"), py::arg("launch"), py::arg("force_int64") = false);
   m.attr("max_pwlu_intervals") = kPwluMaxIntervals;
 }

@@ -115,6 +115,16 @@ LSLU_HD Half from_acc<Half>(float v) {
 #endif
 }
 
+// A read of a parameter that no kernel writes: through the read-only data cache on the device.
+template <typename T>
+LSLU_HD T read_only(const T* p) {
+#if defined(__CUDA_ARCH__)
+  return __ldg(p);
+#else
+  return *p;
+#endif
+}
+
 // The dtype names the Python side passes (torch's names without "torch.").
 enum class DType { Float16, BFloat16, Float32, Float64 };
 

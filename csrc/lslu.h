@@ -6,11 +6,9 @@
 #pragma once
 
 #include "dtypes.h"
+#include "kernel_abi.h"
 
 namespace lslu_kernels {
-
-// The C++ backends compile one kernel per stage count up to this many stages.
-constexpr int kLsluMaxStages = 8;
 
 // relu that keeps NaN (as torch.relu).
 template <typename acc_t>
@@ -52,5 +50,69 @@ LSLU_UNROLL
   }
   return e;
 }
+
+// The op as the C++ engines take it (csrc/cuda/engine.cuh): per-channel parameters, forward,
+// and backward with its 2 * STAGES sums per channel (dtheta_s at 2s, domega_s at 2s + 1).
+template <typename scalar_t, int STAGES>
+struct LsluOp {
+  using scalar = scalar_t;
+  using acc_t = acc_type<scalar_t>;
+  static constexpr int kSums = 2 * STAGES;
+  // Channels per thread of the rows layout: at most 16 bytes of elements, and at most 64 bytes
+  // of parameters per stage series (a thread keeps kRowsPack * STAGES values of theta, omega
+  // and, in backward, of both sums in registers).
+  static constexpr int kRowsPack = [] {
+    const int by_bytes = int(16 / sizeof(scalar_t));
+    const int by_registers = int(64 / (STAGES * sizeof(acc_t)));
+    const int limit = by_bytes < by_registers ? by_bytes : by_registers;
+    int pack = 1;
+    while (pack * 2 <= limit) pack *= 2;
+    return pack;
+  }();
+
+  const acc_t* theta;  // (STAGES, channels)
+  const acc_t* omega;
+  acc_t* dtheta_partial;  // (partials, STAGES, channels)
+  acc_t* domega_partial;
+
+  explicit LsluOp(const KernelArgs& a)
+      : theta(static_cast<const acc_t*>(a.params[0])),
+        omega(static_cast<const acc_t*>(a.params[1])),
+        dtheta_partial(static_cast<acc_t*>(a.partial[0])),
+        domega_partial(static_cast<acc_t*>(a.partial[1])) {}
+
+  struct Channel {
+    acc_t theta[STAGES], omega[STAGES];
+  };
+
+  template <typename index_t>
+  LSLU_HD Channel channel(index_t c, index_t channels) const {
+    Channel p;
+LSLU_UNROLL
+    for (int s = 0; s < STAGES; ++s) {
+      p.theta[s] = read_only(theta + s * channels + c);
+      p.omega[s] = read_only(omega + s * channels + c);
+    }
+    return p;
+  }
+
+  LSLU_HD acc_t forward(acc_t x, const Channel& p) const { return lslu_forward<STAGES>(x, p.theta, p.omega); }
+
+  LSLU_HD acc_t backward(acc_t x, acc_t g, const Channel& p, acc_t (&sums)[kSums]) const {
+    acc_t dtheta[STAGES], domega[STAGES];
+    const acc_t dx = lslu_backward<STAGES>(x, g, p.theta, p.omega, dtheta, domega);
+LSLU_UNROLL
+    for (int s = 0; s < STAGES; ++s) {
+      sums[2 * s] += dtheta[s];
+      sums[2 * s + 1] += domega[s];
+    }
+    return dx;
+  }
+
+  LSLU_HD void write_sum(int64_t part, int64_t channels, int64_t channel, int k, acc_t total) const {
+    acc_t* out = k % 2 == 0 ? dtheta_partial : domega_partial;
+    out[(part * STAGES + k / 2) * channels + channel] = total;
+  }
+};
 
 }  // namespace lslu_kernels

@@ -14,6 +14,7 @@
 #include <stdexcept>
 
 #include "dtypes.h"
+#include "kernel_abi.h"
 #include "lslu.h"  // relu, relu_backward
 #include "trig.h"
 
@@ -91,17 +92,55 @@ LSLU_HD acc_t pvlu_backward(acc_t x, acc_t g, acc_t alpha, acc_t beta, acc_t& da
   return pvlu_backward_from_sincos(x, g, alpha, beta, s, c, dalpha, dbeta);
 }
 
-// Calls Kernel::run<scalar_t>(extra...) for the runtime dtype (PVLU has no other
-// compile-time parameter).
-template <typename Kernel, typename... Extra>
-void dispatch_pvlu(DType dtype, Extra&&... extra) {
-  switch (dtype) {
-    case DType::Float16: return Kernel::template run<Half>(static_cast<Extra&&>(extra)...);
-    case DType::BFloat16: return Kernel::template run<BFloat16>(static_cast<Extra&&>(extra)...);
-    case DType::Float32: return Kernel::template run<float>(static_cast<Extra&&>(extra)...);
-    case DType::Float64: return Kernel::template run<double>(static_cast<Extra&&>(extra)...);
+// The op as the C++ engines take it (csrc/cuda/engine.cuh): one (alpha, beta) pair per
+// channel, forward, and backward with its two sums per channel (dalpha, dbeta).
+template <typename scalar_t>
+struct PvluOp {
+  using scalar = scalar_t;
+  using acc_t = acc_type<scalar_t>;
+  static constexpr int kSums = 2;
+  // Channels per thread of the rows layout: 16 bytes (alpha, beta and two sums each in registers).
+  static constexpr int kRowsPack = int(16 / sizeof(scalar_t));
+  // CUDA __launch_bounds__ (engine.cuh): left free, ptxas interleaves the sin and cos (trig.h)
+  // of a thread's packs up to ~95 registers forward and ~180 backward (25% and 12.5%
+  // occupancy); 3 and 2 blocks per SM cap them at 80 and 128, met without spills
+  // (benchmarks/gate_cuda.py).
+  static constexpr int kForwardMinBlocksPerSM = 3;
+  static constexpr int kBackwardMinBlocksPerSM = 2;
+
+  const acc_t* alpha;  // (channels,)
+  const acc_t* beta;
+  acc_t* dalpha_partial;  // (partials, channels)
+  acc_t* dbeta_partial;
+
+  explicit PvluOp(const KernelArgs& a)
+      : alpha(static_cast<const acc_t*>(a.params[0])),
+        beta(static_cast<const acc_t*>(a.params[1])),
+        dalpha_partial(static_cast<acc_t*>(a.partial[0])),
+        dbeta_partial(static_cast<acc_t*>(a.partial[1])) {}
+
+  struct Channel {
+    acc_t alpha, beta;
+  };
+
+  template <typename index_t>
+  LSLU_HD Channel channel(index_t c, index_t /*channels*/) const {
+    return Channel{read_only(alpha + c), read_only(beta + c)};
   }
-  throw std::invalid_argument("pvlu: unknown dtype");
-}
+
+  LSLU_HD acc_t forward(acc_t x, const Channel& p) const { return pvlu_forward(x, p.alpha, p.beta); }
+
+  LSLU_HD acc_t backward(acc_t x, acc_t g, const Channel& p, acc_t (&sums)[kSums]) const {
+    acc_t dalpha, dbeta;
+    const acc_t dx = pvlu_backward(x, g, p.alpha, p.beta, dalpha, dbeta);
+    sums[0] += dalpha;
+    sums[1] += dbeta;
+    return dx;
+  }
+
+  LSLU_HD void write_sum(int64_t part, int64_t channels, int64_t channel, int k, acc_t total) const {
+    (k == 0 ? dalpha_partial : dbeta_partial)[part * channels + channel] = total;
+  }
+};
 
 }  // namespace lslu_kernels

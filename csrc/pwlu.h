@@ -15,6 +15,7 @@
 #pragma once
 
 #include "dtypes.h"
+#include "kernel_abi.h"
 
 namespace lslu_kernels {
 
@@ -128,5 +129,81 @@ LSLU_HD acc_t pwlu_backward(acc_t x, acc_t g, const PwluChannel<acc_t>& p, const
   const PwluLocation<acc_t> at = pwlu_locate(x, p, intervals);
   return pwlu_backward_at(x, g, p, at, points[at.idx], points[at.idx + 1], intervals, inv_intervals, d);
 }
+
+// The op as the CUDA engine takes it (csrc/cuda/engine.cuh): per-channel parameters and table
+// row, forward, backward, and where its N + 5 sums per channel go (the N + 1 points bins, then
+// left_bound, right_bound, left_slope, right_slope). Its sum policy, bins in shared memory,
+// is csrc/cuda/pwlu.cu's.
+template <typename scalar_t>
+struct PwluOp {
+  using scalar = scalar_t;
+  using acc_t = acc_type<scalar_t>;
+  static constexpr int kScalarSums = 4;
+  // Channels per thread of the rows layout: 16 bytes of elements, at most 4 channels (each
+  // keeps 7 parameters in registers, and in backward its own column of sums).
+  static constexpr int kRowsPack = int(16 / sizeof(scalar_t)) < 4 ? int(16 / sizeof(scalar_t)) : 4;
+
+  const acc_t* points;  // (channels, intervals + 1)
+  const acc_t* left_bound;  // (channels,), and the three below
+  const acc_t* right_bound;
+  const acc_t* left_slope;
+  const acc_t* right_slope;
+  acc_t* dpoints_partial;   // (partials, channels, intervals + 1)
+  acc_t* dscalars_partial;  // (partials, 4, channels)
+  int intervals;
+  acc_t inv_intervals;  // 1 / intervals
+
+  explicit PwluOp(const KernelArgs& a)
+      : points(static_cast<const acc_t*>(a.params[0])),
+        left_bound(static_cast<const acc_t*>(a.params[1])),
+        right_bound(static_cast<const acc_t*>(a.params[2])),
+        left_slope(static_cast<const acc_t*>(a.params[3])),
+        right_slope(static_cast<const acc_t*>(a.params[4])),
+        dpoints_partial(static_cast<acc_t*>(a.partial[0])),
+        dscalars_partial(static_cast<acc_t*>(a.partial[1])),
+        intervals(a.size),
+        inv_intervals(acc_t(1) / acc_t(a.size)) {}
+
+  LSLU_HD int sum_count() const { return intervals + 1 + kScalarSums; }
+
+  struct Channel {
+    PwluChannel<acc_t> p;
+    const acc_t* row;  // the channel's intervals + 1 points
+  };
+
+  template <typename index_t>
+  LSLU_HD Channel channel(index_t c, index_t /*channels*/) const {
+    const acc_t* row = points + int64_t(c) * (intervals + 1);
+    return Channel{pwlu_channel(read_only(left_bound + c), read_only(right_bound + c), read_only(left_slope + c),
+                                read_only(right_slope + c), row, intervals),
+                   row};
+  }
+
+  // The table reads come after the interval is clamped (0 <= at.idx < intervals).
+  LSLU_HD acc_t forward(acc_t x, const Channel& c) const {
+    const PwluLocation<acc_t> at = pwlu_locate(x, c.p, intervals);
+    return pwlu_forward_at(x, c.p, at, read_only(c.row + at.idx), read_only(c.row + at.idx + 1));
+  }
+
+  // Adds the element's contributions (PwluGrad) to `sums`, the sum policy's slot.
+  template <typename Slot>
+  LSLU_HD acc_t backward(acc_t x, acc_t g, const Channel& c, Slot& sums) const {
+    const PwluLocation<acc_t> at = pwlu_locate(x, c.p, intervals);
+    PwluGrad<acc_t> d;
+    const acc_t dx = pwlu_backward_at(x, g, c.p, at, read_only(c.row + at.idx), read_only(c.row + at.idx + 1),
+                                      intervals, inv_intervals, d);
+    sums.add(d);
+    return dx;
+  }
+
+  // Sum r < N + 1 is a bin, else a scalar parameter.
+  LSLU_HD void write_sum(int64_t part, int64_t channels, int64_t channel, int r, acc_t total) const {
+    if (r <= intervals) {
+      dpoints_partial[(part * channels + channel) * (intervals + 1) + r] = total;
+    } else {
+      dscalars_partial[(part * kScalarSums + (r - intervals - 1)) * channels + channel] = total;
+    }
+  }
+};
 
 }  // namespace lslu_kernels

@@ -224,20 +224,22 @@ def resolve(backend: str | None, device: torch.device, op: str) -> str:
     return backend
 
 
-def _kernel_module(backend: str, op: str) -> str:
-    """Convention: backend ``triton`` keeps op ``foo`` in ``triton_kernels/foo.py``; the C++ backends
-    ``cpu`` and ``cuda`` share theirs in ``lslu_kernels/cpp_kernels/foo.py``."""
-    package = "cpp_kernels" if backend in ("cpu", "cuda") else f"{backend}_kernels"
-    return f"lslu_kernels.{package}.{op}"
-
-
 def kernels(backend: str, op: str):
-    """The ``(forward, backward)`` host functions of ``op`` in a kernel backend: ``foo_forward`` and
-    ``foo_backward`` of op ``foo``'s module (see :func:`_kernel_module`)."""
-    module = importlib.import_module(_kernel_module(backend, op))
+    """The ``(forward, backward)`` host functions of ``op`` in a kernel backend.
+
+    Convention: backend ``triton`` keeps op ``foo`` in ``triton_kernels/foo.py``
+    as ``foo_forward`` and ``foo_backward``; the C++ backends ``cpu`` and
+    ``cuda`` share one host for every op, ``lslu_kernels/cpp_kernels``, with a
+    row per op in its ``OPS``.
+    """
+    if backend in ("cpu", "cuda"):
+        return importlib.import_module("lslu_kernels.cpp_kernels").kernels(op)
+    module = importlib.import_module(f"lslu_kernels.{backend}_kernels.{op}")
     return getattr(module, f"{op}_forward"), getattr(module, f"{op}_backward")
 
 
 def has_kernels(backend: str, op: str) -> bool:
-    """Whether kernel backend ``backend`` has a module for ``op`` (a new op may have only its reference)."""
-    return importlib.util.find_spec(_kernel_module(backend, op)) is not None
+    """Whether kernel backend ``backend`` has kernels for ``op`` (a new op may have only its reference)."""
+    if backend in ("cpu", "cuda"):
+        return op in importlib.import_module("lslu_kernels.cpp_kernels").OPS
+    return importlib.util.find_spec(f"lslu_kernels.{backend}_kernels.{op}") is not None

@@ -105,11 +105,18 @@ def test_occupancy_arithmetic():
 
 
 def test_instance_names_parse():
-    name = ("_ZN12lslu_kernels39_GLOBAL__N__5fa2b537_7_lslu_cu_6d3d38a125lslu_backward_rows_kernelIN"
-            "S_8BFloat16ELi3ELi4ElEEvPKT_S4_PS2_PKNS_3AccIS2_E4typeESA_PS8_SB_T2_SC_SC_")
+    name = ("_ZN12lslu_kernels11cuda_engine15backward_kernelINS_6LsluOpINS_8BFloat16ELi3EEENS_8RowsWalkILi4ElEEEE"
+            "vT_PKNS7_6scalarESA_PS8_NS_9WalkSizesINT0_10index_typeEEE")
     i = gate.parse_instance(name)
     assert (i.op, i.direction, i.layout, i.dtype, i.stages, i.pack, i.index) == \
         ("lslu", "backward", "rows", "bfloat16", 3, 4, "int64")
-    i = gate.parse_instance("_ZN12lslu_kernels39_GLOBAL__N__af11d23e_7_pvlu_cu_a571a4e224pvlu_forward_rows_kernelIfLi4EiEEvPKT_")
-    assert (i.op, i.stages, i.pack, i.index, i.pack_bits) == ("pvlu", None, 4, "int32", 128)
+    i = gate.parse_instance("_ZN12lslu_kernels11cuda_engine14forward_kernelINS_6PvluOpIfEENS_11ChannelWalkILi4EiEEEEvT_"
+                            "PKNS6_6scalarEPS7_NS_9WalkSizesINT0_10index_typeEEE")
+    assert (i.op, i.direction, i.layout, i.stages, i.pack, i.index, i.pack_bits) == \
+        ("pvlu", "forward", "channel", None, 4, "int32", 128)
+    i = gate.parse_instance("_ZN12lslu_kernels11cuda_engine14forward_kernelINS_39_GLOBAL__N__88c045b1_7_pwlu_cu_382b52a3"
+                            "10PwluCudaOpINS_4HalfEEENS_8RowsWalkILi4ElEEEEvT_PKNS7_6scalarEPS8_NS_9WalkSizesINT0_"
+                            "10index_typeEEE")
+    assert (i.op, i.direction, i.layout, i.dtype, i.stages, i.pack, i.index) == \
+        ("pwlu", "forward", "rows", "float16", None, 4, "int64")
     assert gate.parse_instance("_ZN3cub6detail11EmptyKernelIvEEvv") is None

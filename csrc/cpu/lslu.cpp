@@ -7,32 +7,16 @@
 // own row of the partial buffers, so the thread count and the scheduling change
 // nothing in the result.
 #include <algorithm>
-#include <stdexcept>
-#include <string>
 
-#include "../launch.h"
-#include "../dispatch.h"
 #include "../lslu.h"
+#include "../switch.h"
+#include "engine.h"
 #include "isa.h"
 
 namespace lslu_kernels {
 namespace {
 
-// Elements of a row handled together: the lane loops below have this many
-// independent iterations, which the compiler turns into vector instructions.
-constexpr int64_t kLanes = 16;
-// At most this many partial rows (and fixed work ranges) per backward call.
-constexpr int64_t kMaxPartials = 256;
-// Long rows are cut into chunks of this many elements, so that few long rows
-// still spread over every thread.
-constexpr int64_t kChunk = 1 << 14;
-
-// Work items of a call: (row, chunk of the row) for rows of `inner` elements of
-// one channel, or whole rows of `channels` elements when inner == 1.
-inline int64_t chunks_per_row(int64_t inner) { return (inner + kChunk - 1) / kChunk; }
-inline int64_t work_items(int64_t outer, int64_t channels, int64_t inner) {
-  return inner > 1 ? outer * channels * chunks_per_row(inner) : outer;
-}
+using namespace cpu_engine;
 
 // One channel's parameters, from the (stages, channels) arrays.
 template <int STAGES, typename acc_t>
@@ -48,34 +32,24 @@ struct ChannelParams {
   }
 };
 
-// The range [begin, end) of `n` items that the p-th of `parts` ranges covers.
-inline void range_of(int64_t p, int64_t parts, int64_t n, int64_t& begin, int64_t& end) {
-  begin = p * n / parts;
-  end = (p + 1) * n / parts;
-}
-
 // Forward of work items [first, last).
 template <int STAGES, typename scalar_t>
-LSLU_CPU_INLINE void forward_items(const LsluArgs& a, int64_t first, int64_t last) {
+LSLU_CPU_INLINE void forward_items(const KernelArgs& a, int64_t first, int64_t last) {
   using acc_t = acc_type<scalar_t>;
-  const auto* x = static_cast<const scalar_t*>(a.x);
-  auto* y = static_cast<scalar_t*>(a.y);
-  const auto* theta = static_cast<const acc_t*>(a.theta);
-  const auto* omega = static_cast<const acc_t*>(a.omega);
+  const Tensors<scalar_t> t(a);
+  const scalar_t* x = t.x;
+  scalar_t* y = t.y;
+  const acc_t *theta = t.param(0), *omega = t.param(1);
   const int64_t C = a.channels;
   if (a.inner > 1) {
-    // Items are (row, chunk of the row); row = o * C + c has one channel.
-    const int64_t chunks = chunks_per_row(a.inner);
-    for (int64_t item = first; item < last; ++item) {
-      const int64_t row = item / chunks;
-      const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
-      const ChannelParams<STAGES, acc_t> p(theta, omega, C, row % C);
-      const scalar_t* xr = x + row * a.inner;
-      scalar_t* yr = y + row * a.inner;
-      for (int64_t i = begin; i < end; ++i) {
+    for_each_chunk(a, first, last, [&](int64_t offset, int64_t n, int64_t c) LSLU_CPU_LAMBDA {
+      const ChannelParams<STAGES, acc_t> p(theta, omega, C, c);
+      const scalar_t* xr = x + offset;
+      scalar_t* yr = y + offset;
+      for (int64_t i = 0; i < n; ++i) {
         yr[i] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xr[i]), p.theta, p.omega));
       }
-    }
+    });
   } else {
     // inner == 1: items are rows of C elements, one per channel.
     for (int64_t o = first; o < last; ++o) {
@@ -95,7 +69,7 @@ template <int STAGES, typename scalar_t, typename acc_t>
 LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
                                   const ChannelParams<STAGES, acc_t> p, acc_t* dtheta_sum, acc_t* domega_sum,
                                   int64_t sum_stride) {
-  acc_t lane_dtheta[STAGES][kLanes] = {}, lane_domega[STAGES][kLanes] = {};
+  LaneSums<acc_t, STAGES> lane_dtheta, lane_domega;
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int64_t l = 0; l < kLanes; ++l) {
@@ -103,8 +77,8 @@ LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t
       dx[i + l] = from_acc<scalar_t>(
           lslu_backward<STAGES>(to_acc(x[i + l]), to_acc(g[i + l]), p.theta, p.omega, dtheta, domega));
       for (int s = 0; s < STAGES; ++s) {
-        lane_dtheta[s][l] += dtheta[s];
-        lane_domega[s][l] += domega[s];
+        lane_dtheta.v[s][l] += dtheta[s];
+        lane_domega.v[s][l] += domega[s];
       }
     }
   }
@@ -112,18 +86,13 @@ LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t
     acc_t dtheta[STAGES], domega[STAGES];
     dx[i] = from_acc<scalar_t>(lslu_backward<STAGES>(to_acc(x[i]), to_acc(g[i]), p.theta, p.omega, dtheta, domega));
     for (int s = 0; s < STAGES; ++s) {
-      lane_dtheta[s][l] += dtheta[s];
-      lane_domega[s][l] += domega[s];
+      lane_dtheta.v[s][l] += dtheta[s];
+      lane_domega.v[s][l] += domega[s];
     }
   }
   for (int s = 0; s < STAGES; ++s) {
-    acc_t sum_theta = 0, sum_omega = 0;
-    for (int64_t l = 0; l < kLanes; ++l) {
-      sum_theta += lane_dtheta[s][l];
-      sum_omega += lane_domega[s][l];
-    }
-    dtheta_sum[s * sum_stride] += sum_theta;
-    domega_sum[s * sum_stride] += sum_omega;
+    dtheta_sum[s * sum_stride] += lane_dtheta.total(s);
+    domega_sum[s * sum_stride] += lane_domega.total(s);
   }
 }
 
@@ -160,31 +129,25 @@ LSLU_CPU_INLINE void backward_channels(const scalar_t* x, const scalar_t* g, sca
 // Backward of the part-th of `partials` fixed ranges of work items, with its parameter
 // gradient sums in row `part` of the partial buffers (zeroed here first).
 template <int STAGES, typename scalar_t>
-LSLU_CPU_INLINE void backward_part(const LsluArgs& a, int64_t part) {
+LSLU_CPU_INLINE void backward_part(const KernelArgs& a, int64_t part) {
   using acc_t = acc_type<scalar_t>;
-  const auto* x = static_cast<const scalar_t*>(a.x);
-  const auto* g = static_cast<const scalar_t*>(a.grad_output);
-  auto* dx = static_cast<scalar_t*>(a.grad_input);
-  const auto* theta = static_cast<const acc_t*>(a.theta);
-  const auto* omega = static_cast<const acc_t*>(a.omega);
+  const Tensors<scalar_t> t(a);
+  const scalar_t *x = t.x, *g = t.grad_output;
+  scalar_t* dx = t.grad_input;
+  const acc_t *theta = t.param(0), *omega = t.param(1);
   const int64_t C = a.channels;
   const int64_t partial_size = int64_t(STAGES) * C;
-  acc_t* dtheta_sum = static_cast<acc_t*>(a.dtheta_partial) + part * partial_size;
-  acc_t* domega_sum = static_cast<acc_t*>(a.domega_partial) + part * partial_size;
+  acc_t* dtheta_sum = t.partial(0) + part * partial_size;
+  acc_t* domega_sum = t.partial(1) + part * partial_size;
   std::fill(dtheta_sum, dtheta_sum + partial_size, acc_t(0));
   std::fill(domega_sum, domega_sum + partial_size, acc_t(0));
   int64_t first, last;
   range_of(part, a.partials, work_items(a.outer, C, a.inner), first, last);
   if (a.inner > 1) {
-    // Items are (row, chunk of the row); row = o * C + c has one channel.
-    const int64_t chunks = chunks_per_row(a.inner);
-    for (int64_t item = first; item < last; ++item) {
-      const int64_t row = item / chunks, c = row % C;
-      const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
-      const int64_t offset = row * a.inner + begin;
+    for_each_chunk(a, first, last, [&](int64_t offset, int64_t n, int64_t c) LSLU_CPU_LAMBDA {
       const ChannelParams<STAGES, acc_t> p(theta, omega, C, c);
-      backward_row<STAGES>(x + offset, g + offset, dx + offset, end - begin, p, dtheta_sum + c, domega_sum + c, C);
-    }
+      backward_row<STAGES>(x + offset, g + offset, dx + offset, n, p, dtheta_sum + c, domega_sum + c, C);
+    });
   } else {
     // inner == 1: items are rows; per-channel sums run along the row.
     for (int64_t o = first; o < last; ++o) {
@@ -193,56 +156,24 @@ LSLU_CPU_INLINE void backward_part(const LsluArgs& a, int64_t part) {
   }
 }
 
-// The work functions, compiled once per instruction-set level (isa.h).
-template <int STAGES, typename scalar_t>
-struct ForwardItems {
-  static LSLU_CPU_INLINE void run(const LsluArgs& a, int64_t first, int64_t last) {
-    forward_items<STAGES, scalar_t>(a, first, last);
-  }
-};
-template <int STAGES, typename scalar_t>
-struct BackwardPart {
-  static LSLU_CPU_INLINE void run(const LsluArgs& a, int64_t part) { backward_part<STAGES, scalar_t>(a, part); }
-};
-
-template <int STAGES, typename scalar_t>
-void forward(const LsluArgs& a, int threads) {
-  // One contiguous range of items per thread (forward sums nothing: any split gives the same y).
-  const int64_t items = work_items(a.outer, a.channels, a.inner);
-  const int64_t pieces = std::max<int64_t>(1, std::min<int64_t>(items, threads));
-  const CpuIsa isa = cpu_isa();
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t piece = 0; piece < pieces; ++piece) {
-    int64_t first, last;
-    range_of(piece, pieces, items, first, last);
-    run_at_level<ForwardItems<STAGES, scalar_t>>(isa, a, first, last);
-  }
+void forward(const KernelArgs& a, int threads) {
+  LSLU_DTYPE_SWITCH(a.dtype, scalar_t, [&] {
+    LSLU_STAGES_SWITCH(a.size, STAGES, [&] {
+      parallel_ranges<Work<&forward_items<STAGES, scalar_t>>>(work_items(a.outer, a.channels, a.inner), threads, a);
+    });
+  });
 }
 
-template <int STAGES, typename scalar_t>
-void backward(const LsluArgs& a, int threads) {
-  const CpuIsa isa = cpu_isa();
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t part = 0; part < a.partials; ++part) run_at_level<BackwardPart<STAGES, scalar_t>>(isa, a, part);
+void backward(const KernelArgs& a, int threads) {
+  LSLU_DTYPE_SWITCH(a.dtype, scalar_t, [&] {
+    LSLU_STAGES_SWITCH(a.size, STAGES, [&] {
+      parallel_parts<Work<&backward_part<STAGES, scalar_t>>>(a.partials, threads, a);
+    });
+  });
 }
-
-struct Forward {
-  template <int STAGES, typename scalar_t>
-  static void run(const LsluArgs& args, int threads) { forward<STAGES, scalar_t>(args, threads); }
-};
-struct Backward {
-  template <int STAGES, typename scalar_t>
-  static void run(const LsluArgs& args, int threads) { backward<STAGES, scalar_t>(args, threads); }
-};
 
 }  // namespace
 
-int64_t lslu_backward_partials_cpu(int64_t outer, int64_t channels, int64_t inner) {
-  return std::max<int64_t>(1, std::min(work_items(outer, channels, inner), kMaxPartials));
-}
-
-void lslu_forward_cpu(const LsluArgs& args, int threads) { dispatch_lslu<Forward>(args, threads); }
-
-void lslu_backward_cpu(const LsluArgs& args, int threads) { dispatch_lslu<Backward>(args, threads); }
+const CpuEntryPoints lslu_cpu = {&forward, &backward, &item_partials};
 
 }  // namespace lslu_kernels

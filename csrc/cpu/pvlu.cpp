@@ -20,21 +20,15 @@
 #include <cstdint>
 #include <cstring>
 
-#include "../launch.h"
 #include "../pvlu.h"
+#include "../switch.h"
+#include "engine.h"
 #include "isa.h"
 
 namespace lslu_kernels {
 namespace {
 
-// Elements handled together: the lane loops below have this many independent
-// iterations, which the compiler turns into vector instructions.
-constexpr int64_t kLanes = 16;
-// At most this many partial rows (and fixed work ranges) per backward call.
-constexpr int64_t kMaxPartials = 256;
-// Long rows are cut into chunks of this many elements, so that few long rows
-// still spread over every thread.
-constexpr int64_t kChunk = 1 << 14;
+using namespace cpu_engine;
 
 // ---------------------------------------------------------------------------------------
 // sin and cos of float arguments: trig.h's fast_sincos / fast_sin (through pvlu.h), for
@@ -159,19 +153,33 @@ template <bool FAR, typename scalar_t, typename acc_t>
 LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
                                   const OneChannel<acc_t> p, acc_t* dalpha_sum, acc_t* dbeta_sum,
                                   uint32_t (&lane_far)[kLanes]) {
-  acc_t lane_dalpha[kLanes] = {}, lane_dbeta[kLanes] = {};
+  LaneSums<acc_t, 2> lanes;  // dalpha, dbeta
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    backward_lanes<kLanes, FAR>(x + i, g + i, dx + i, kLanes, p, lane_dalpha, lane_dbeta, lane_far);
+    backward_lanes<kLanes, FAR>(x + i, g + i, dx + i, kLanes, p, lanes.v[0], lanes.v[1], lane_far);
   }
-  if (i < n) backward_lanes<0, FAR>(x + i, g + i, dx + i, n - i, p, lane_dalpha, lane_dbeta, lane_far);
-  acc_t sum_alpha = 0, sum_beta = 0;
-  for (int64_t l = 0; l < kLanes; ++l) {
-    sum_alpha += lane_dalpha[l];
-    sum_beta += lane_dbeta[l];
+  if (i < n) backward_lanes<0, FAR>(x + i, g + i, dx + i, n - i, p, lanes.v[0], lanes.v[1], lane_far);
+  *dalpha_sum += lanes.total(0);
+  *dbeta_sum += lanes.total(1);
+}
+
+// One row's tile of COUNT (0: `lanes`) channels of backward_rows below, its sums loaded into
+// and stored from local lane arrays.
+template <int64_t COUNT, bool FAR, typename scalar_t, typename acc_t>
+LSLU_CPU_INLINE void backward_rows_tile(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t lanes,
+                                        const acc_t* alpha, const acc_t* beta, acc_t* dalpha_sum, acc_t* dbeta_sum,
+                                        uint32_t (&lane_far)[kLanes]) {
+  const size_t bytes = size_t(COUNT > 0 ? COUNT : lanes) * sizeof(acc_t);
+  acc_t lane_dalpha[kLanes], lane_dbeta[kLanes];
+  if (COUNT == 0) {
+    std::fill(lane_dalpha, lane_dalpha + kLanes, acc_t(0));
+    std::fill(lane_dbeta, lane_dbeta + kLanes, acc_t(0));
   }
-  *dalpha_sum += sum_alpha;
-  *dbeta_sum += sum_beta;
+  std::memcpy(lane_dalpha, dalpha_sum, bytes);
+  std::memcpy(lane_dbeta, dbeta_sum, bytes);
+  backward_lanes<COUNT, FAR>(x, g, dx, lanes, ChannelRow<acc_t>{alpha, beta}, lane_dalpha, lane_dbeta, lane_far);
+  std::memcpy(dalpha_sum, lane_dalpha, bytes);
+  std::memcpy(dbeta_sum, lane_dbeta, bytes);
 }
 
 // Backward over `rows` rows of `channels` elements, one per channel (inner == 1), row
@@ -187,61 +195,29 @@ LSLU_CPU_INLINE void backward_rows(const scalar_t* x, const scalar_t* g, scalar_
   for (int64_t o = 0; o < rows; ++o) {
     const int64_t row = o * channels;
     for (int64_t c = 0; c < full; c += kLanes) {
-      acc_t lane_dalpha[kLanes], lane_dbeta[kLanes];
-      std::memcpy(lane_dalpha, dalpha_sum + c, sizeof(lane_dalpha));
-      std::memcpy(lane_dbeta, dbeta_sum + c, sizeof(lane_dbeta));
-      backward_lanes<kLanes, FAR>(x + row + c, g + row + c, dx + row + c, kLanes,
-                                  ChannelRow<acc_t>{alpha + c, beta + c}, lane_dalpha, lane_dbeta, lane_far);
-      std::memcpy(dalpha_sum + c, lane_dalpha, sizeof(lane_dalpha));
-      std::memcpy(dbeta_sum + c, lane_dbeta, sizeof(lane_dbeta));
+      backward_rows_tile<kLanes, FAR>(x + row + c, g + row + c, dx + row + c, kLanes, alpha + c, beta + c,
+                                      dalpha_sum + c, dbeta_sum + c, lane_far);
     }
     if (full < channels) {
-      const int64_t lanes = channels - full;
-      acc_t lane_dalpha[kLanes] = {}, lane_dbeta[kLanes] = {};
-      std::memcpy(lane_dalpha, dalpha_sum + full, lanes * sizeof(acc_t));
-      std::memcpy(lane_dbeta, dbeta_sum + full, lanes * sizeof(acc_t));
-      backward_lanes<0, FAR>(x + row + full, g + row + full, dx + row + full, lanes,
-                             ChannelRow<acc_t>{alpha + full, beta + full}, lane_dalpha, lane_dbeta, lane_far);
-      std::memcpy(dalpha_sum + full, lane_dalpha, lanes * sizeof(acc_t));
-      std::memcpy(dbeta_sum + full, lane_dbeta, lanes * sizeof(acc_t));
+      backward_rows_tile<0, FAR>(x + row + full, g + row + full, dx + row + full, channels - full, alpha + full,
+                                 beta + full, dalpha_sum + full, dbeta_sum + full, lane_far);
     }
   }
 }
 
-// ---------------------------------------------------------------------------------------
-// Work split.
-
-// Work items of a call: (row, chunk of the row) for rows of `inner` elements of
-// one channel, or whole rows of `channels` elements when inner == 1.
-inline int64_t chunks_per_row(int64_t inner) { return (inner + kChunk - 1) / kChunk; }
-inline int64_t work_items(int64_t outer, int64_t channels, int64_t inner) {
-  return inner > 1 ? outer * channels * chunks_per_row(inner) : outer;
-}
-
-// The range [begin, end) of `n` items that the p-th of `parts` ranges covers.
-inline void range_of(int64_t p, int64_t parts, int64_t n, int64_t& begin, int64_t& end) {
-  begin = p * n / parts;
-  end = (p + 1) * n / parts;
-}
-
 // Forward of work items [first, last).
 template <typename scalar_t>
-LSLU_CPU_INLINE void forward_items(const PvluArgs& a, int64_t first, int64_t last) {
+LSLU_CPU_INLINE void forward_items(const KernelArgs& a, int64_t first, int64_t last) {
   using acc_t = acc_type<scalar_t>;
-  const auto* x = static_cast<const scalar_t*>(a.x);
-  auto* y = static_cast<scalar_t*>(a.y);
-  const auto* alpha = static_cast<const acc_t*>(a.alpha);
-  const auto* beta = static_cast<const acc_t*>(a.beta);
+  const Tensors<scalar_t> t(a);
+  const scalar_t* x = t.x;
+  scalar_t* y = t.y;
+  const acc_t *alpha = t.param(0), *beta = t.param(1);
   const int64_t C = a.channels;
   if (a.inner > 1) {
-    // row = o * C + c has one channel.
-    const int64_t chunks = chunks_per_row(a.inner);
-    for (int64_t item = first; item < last; ++item) {
-      const int64_t row = item / chunks, c = row % C;
-      const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
-      const int64_t offset = row * a.inner + begin;
-      forward_row(x + offset, y + offset, end - begin, OneChannel<acc_t>{alpha[c], beta[c]});
-    }
+    for_each_chunk(a, first, last, [&](int64_t offset, int64_t n, int64_t c) LSLU_CPU_LAMBDA {
+      forward_row(x + offset, y + offset, n, OneChannel<acc_t>{alpha[c], beta[c]});
+    });
   } else {
     // inner == 1: items are rows. As in backward_part: fast_sin throughout, then again
     // with std::sin for far arguments if there are any.
@@ -256,25 +232,19 @@ LSLU_CPU_INLINE void forward_items(const PvluArgs& a, int64_t first, int64_t las
 // Backward of work items [first, last): grad_input of their elements, and their
 // parameter gradient sums added to dalpha_sum[c] / dbeta_sum[c].
 template <bool FAR, typename scalar_t>
-LSLU_CPU_INLINE void backward_items(const PvluArgs& a, int64_t first, int64_t last, acc_type<scalar_t>* dalpha_sum,
+LSLU_CPU_INLINE void backward_items(const KernelArgs& a, int64_t first, int64_t last, acc_type<scalar_t>* dalpha_sum,
                                     acc_type<scalar_t>* dbeta_sum, uint32_t (&lane_far)[kLanes]) {
   using acc_t = acc_type<scalar_t>;
-  const auto* x = static_cast<const scalar_t*>(a.x);
-  const auto* g = static_cast<const scalar_t*>(a.grad_output);
-  auto* dx = static_cast<scalar_t*>(a.grad_input);
-  const auto* alpha = static_cast<const acc_t*>(a.alpha);
-  const auto* beta = static_cast<const acc_t*>(a.beta);
+  const Tensors<scalar_t> t(a);
+  const scalar_t *x = t.x, *g = t.grad_output;
+  scalar_t* dx = t.grad_input;
+  const acc_t *alpha = t.param(0), *beta = t.param(1);
   const int64_t C = a.channels;
   if (a.inner > 1) {
-    // Items are (row, chunk of the row); row = o * C + c has one channel.
-    const int64_t chunks = chunks_per_row(a.inner);
-    for (int64_t item = first; item < last; ++item) {
-      const int64_t row = item / chunks, c = row % C;
-      const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
-      const int64_t offset = row * a.inner + begin;
-      backward_row<FAR>(x + offset, g + offset, dx + offset, end - begin, OneChannel<acc_t>{alpha[c], beta[c]},
+    for_each_chunk(a, first, last, [&](int64_t offset, int64_t n, int64_t c) LSLU_CPU_LAMBDA {
+      backward_row<FAR>(x + offset, g + offset, dx + offset, n, OneChannel<acc_t>{alpha[c], beta[c]},
                         dalpha_sum + c, dbeta_sum + c, lane_far);
-    }
+    });
   } else {
     // inner == 1: items are rows.
     backward_rows<FAR>(x + first * C, g + first * C, dx + first * C, last - first, C, alpha, beta, dalpha_sum,
@@ -288,10 +258,11 @@ LSLU_CPU_INLINE void backward_items(const PvluArgs& a, int64_t first, int64_t la
 // zeroed sums, with std::sin/std::cos for those arguments. Either way the result
 // depends only on the data.
 template <typename scalar_t>
-LSLU_CPU_INLINE void backward_part(const PvluArgs& a, int64_t part) {
+LSLU_CPU_INLINE void backward_part(const KernelArgs& a, int64_t part) {
   using acc_t = acc_type<scalar_t>;
-  acc_t* dalpha_sum = static_cast<acc_t*>(a.dalpha_partial) + part * a.channels;
-  acc_t* dbeta_sum = static_cast<acc_t*>(a.dbeta_partial) + part * a.channels;
+  const Tensors<scalar_t> t(a);
+  acc_t* dalpha_sum = t.partial(0) + part * a.channels;
+  acc_t* dbeta_sum = t.partial(1) + part * a.channels;
   int64_t first, last;
   range_of(part, a.partials, work_items(a.outer, a.channels, a.inner), first, last);
   uint32_t lane_far[kLanes] = {};
@@ -307,57 +278,21 @@ LSLU_CPU_INLINE void backward_part(const PvluArgs& a, int64_t part) {
   }
 }
 
-// The work functions, compiled once per instruction-set level (isa.h).
-template <typename scalar_t>
-struct ForwardItems {
-  static LSLU_CPU_INLINE void run(const PvluArgs& a, int64_t first, int64_t last) {
-    forward_items<scalar_t>(a, first, last);
-  }
-};
-template <typename scalar_t>
-struct BackwardPart {
-  static LSLU_CPU_INLINE void run(const PvluArgs& a, int64_t part) { backward_part<scalar_t>(a, part); }
-};
-
-template <typename scalar_t>
-void forward(const PvluArgs& a, int threads) {
-  // One contiguous range of items per thread (forward sums nothing: any split gives the same y).
-  const int64_t items = work_items(a.outer, a.channels, a.inner);
-  const int64_t pieces = std::max<int64_t>(1, std::min<int64_t>(items, threads));
-  const CpuIsa isa = cpu_isa();
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t piece = 0; piece < pieces; ++piece) {
-    int64_t first, last;
-    range_of(piece, pieces, items, first, last);
-    run_at_level<ForwardItems<scalar_t>>(isa, a, first, last);
-  }
+void forward(const KernelArgs& a, int threads) {
+  LSLU_DTYPE_SWITCH(a.dtype, scalar_t, [&] {
+    parallel_ranges<Work<&forward_items<scalar_t>>>(work_items(a.outer, a.channels, a.inner), threads, a);
+  });
 }
 
-template <typename scalar_t>
-void backward(const PvluArgs& a, int threads) {
+void backward(const KernelArgs& a, int threads) {
   // Every part zeroes and fills its own row of the partial buffers.
-  const CpuIsa isa = cpu_isa();
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t part = 0; part < a.partials; ++part) run_at_level<BackwardPart<scalar_t>>(isa, a, part);
+  LSLU_DTYPE_SWITCH(a.dtype, scalar_t, [&] {
+    parallel_parts<Work<&backward_part<scalar_t>>>(a.partials, threads, a);
+  });
 }
-
-struct Forward {
-  template <typename scalar_t>
-  static void run(const PvluArgs& args, int threads) { forward<scalar_t>(args, threads); }
-};
-struct Backward {
-  template <typename scalar_t>
-  static void run(const PvluArgs& args, int threads) { backward<scalar_t>(args, threads); }
-};
 
 }  // namespace
 
-int64_t pvlu_backward_partials_cpu(int64_t outer, int64_t channels, int64_t inner) {
-  return std::max<int64_t>(1, std::min(work_items(outer, channels, inner), kMaxPartials));
-}
-
-void pvlu_forward_cpu(const PvluArgs& args, int threads) { dispatch_pvlu<Forward>(args.dtype, args, threads); }
-
-void pvlu_backward_cpu(const PvluArgs& args, int threads) { dispatch_pvlu<Backward>(args.dtype, args, threads); }
+const CpuEntryPoints pvlu_cpu = {&forward, &backward, &item_partials};
 
 }  // namespace lslu_kernels

@@ -24,39 +24,31 @@
 #include <string>
 #include <vector>
 
-#include "../launch.h"
 #include "../pwlu.h"
+#include "../switch.h"
+#include "engine.h"
 #include "isa.h"
 
 namespace lslu_kernels {
 namespace {
 
-constexpr int64_t kLanes = 16;
+using namespace cpu_engine;
+
 // Backward: about this many units per call when the sizes allow, each of at least
 // kMinUnitElements elements.
 constexpr int64_t kTargetUnits = 128;
 constexpr int64_t kMinUnitElements = 1 << 14;
 // Channels of one backward unit in the inner == 1 layout.
 constexpr int64_t kTileChannels = 64;
-// Forward: long rows are cut into chunks of this many elements.
-constexpr int64_t kChunk = 1 << 14;
 constexpr int kBins = kPwluMaxIntervals + 1;
 // Backward sums run in two levels: over runs of this many elements of a channel (rows of
 // the inner == 1 layout), then over the runs.
 constexpr int64_t kFlushElements = 1024;
 constexpr int64_t kFlushRows = 64;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // Backward columns: channels (inner > 1) or tiles of kTileChannels channels (inner == 1).
 int64_t backward_columns(int64_t channels, int64_t inner) {
   return inner > 1 ? channels : ceil_div(channels, kTileChannels);
-}
-
-// The range [begin, end) of `n` items that the p-th of `parts` ranges covers.
-void range_of(int64_t p, int64_t parts, int64_t n, int64_t& begin, int64_t& end) {
-  begin = p * n / parts;
-  end = (p + 1) * n / parts;
 }
 
 void check_intervals(int intervals) {
@@ -72,18 +64,18 @@ struct ChannelArrays {
   const acc_t *left_bound, *right_bound, *left_slope, *right_slope;
   std::vector<acc_t> width, first, last;
 
-  ChannelArrays(const PwluArgs& a)
-      : left_bound(static_cast<const acc_t*>(a.left_bound)),
-        right_bound(static_cast<const acc_t*>(a.right_bound)),
-        left_slope(static_cast<const acc_t*>(a.left_slope)),
-        right_slope(static_cast<const acc_t*>(a.right_slope)),
+  explicit ChannelArrays(const KernelArgs& a)
+      : left_bound(static_cast<const acc_t*>(a.params[1])),
+        right_bound(static_cast<const acc_t*>(a.params[2])),
+        left_slope(static_cast<const acc_t*>(a.params[3])),
+        right_slope(static_cast<const acc_t*>(a.params[4])),
         width(a.channels),
         first(a.channels),
         last(a.channels) {
-    const auto* points = static_cast<const acc_t*>(a.points);
+    const auto* points = static_cast<const acc_t*>(a.params[0]);
     for (int64_t c = 0; c < a.channels; ++c) {
       const PwluChannel<acc_t> p = pwlu_channel(left_bound[c], right_bound[c], left_slope[c], right_slope[c],
-                                                points + c * (a.intervals + 1), a.intervals);
+                                                points + c * (a.size + 1), a.size);
       width[c] = p.width;
       first[c] = p.first;
       last[c] = p.last;
@@ -97,23 +89,19 @@ struct ChannelArrays {
 };
 
 template <typename acc_t>
-LSLU_CPU_INLINE PwluChannel<acc_t> channel_params(const PwluArgs& a, int64_t c) {
-  return pwlu_channel(static_cast<const acc_t*>(a.left_bound)[c], static_cast<const acc_t*>(a.right_bound)[c],
-                      static_cast<const acc_t*>(a.left_slope)[c], static_cast<const acc_t*>(a.right_slope)[c],
-                      static_cast<const acc_t*>(a.points) + c * (a.intervals + 1), a.intervals);
+LSLU_CPU_INLINE PwluChannel<acc_t> channel_params(const KernelArgs& a, int64_t c) {
+  return pwlu_channel(static_cast<const acc_t*>(a.params[1])[c], static_cast<const acc_t*>(a.params[2])[c],
+                      static_cast<const acc_t*>(a.params[3])[c], static_cast<const acc_t*>(a.params[4])[c],
+                      static_cast<const acc_t*>(a.params[0]) + c * (a.size + 1), a.size);
 }
 
-// Forward over `lanes` <= kLanes consecutive elements; channel_of(l) gives element l's
-// parameters, row_of(l) its row of points. Locating and the arithmetic vectorize; only the
-// table reads between them are scalar. FULL: lanes == kLanes, a constant trip count (no
-// remainder loops; x is read twice rather than copied, which the compiler would turn into
-// a memcpy call).
-template <bool FULL, typename acc_t, typename scalar_t, typename ChannelOf, typename RowOf>
-LSLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t lanes, ChannelOf channel_of, RowOf row_of,
-                                   int intervals) {
-  const int64_t n = FULL ? kLanes : lanes;
-  acc_t u[kLanes], lower[kLanes], upper[kLanes];
-  int idx[kLanes];
+// Where `n` consecutive elements fall (u, idx) and the two points around each (lower, upper):
+// locating vectorizes, only the table reads are scalar. channel_of(l) gives element l's
+// parameters, row_of(l) its row of points.
+template <typename acc_t, typename scalar_t, typename ChannelOf, typename RowOf>
+LSLU_CPU_INLINE void locate_lanes(const scalar_t* x, int64_t n, ChannelOf channel_of, RowOf row_of, int intervals,
+                                  acc_t (&u)[kLanes], int (&idx)[kLanes], acc_t (&lower)[kLanes],
+                                  acc_t (&upper)[kLanes]) {
   for (int64_t l = 0; l < n; ++l) {
     const PwluLocation<acc_t> at = pwlu_locate(to_acc(x[l]), channel_of(l), intervals);
     u[l] = at.u;
@@ -124,6 +112,18 @@ LSLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t lanes
     lower[l] = row[idx[l]];
     upper[l] = row[idx[l] + 1];
   }
+}
+
+// Forward over `lanes` <= kLanes consecutive elements (see locate_lanes). FULL: lanes ==
+// kLanes, a constant trip count (no remainder loops; x is read twice rather than copied,
+// which the compiler would turn into a memcpy call).
+template <bool FULL, typename acc_t, typename scalar_t, typename ChannelOf, typename RowOf>
+LSLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t lanes, ChannelOf channel_of, RowOf row_of,
+                                   int intervals) {
+  const int64_t n = FULL ? kLanes : lanes;
+  acc_t u[kLanes], lower[kLanes], upper[kLanes];
+  int idx[kLanes];
+  locate_lanes(x, n, channel_of, row_of, intervals, u, idx, lower, upper);
   for (int64_t l = 0; l < n; ++l) {
     y[l] = from_acc<scalar_t>(
         pwlu_forward_at(to_acc(x[l]), channel_of(l), PwluLocation<acc_t>{u[l], idx[l]}, lower[l], upper[l]));
@@ -143,29 +143,25 @@ LSLU_CPU_INLINE void forward_block(const scalar_t* x, scalar_t* y, int64_t lanes
 // Forward of work items [first, last): (row, chunk of the row) for inner > 1, rows for
 // inner == 1 (whose channels' parameters come in `params`).
 template <typename scalar_t>
-LSLU_CPU_INLINE void forward_items(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>* params, int64_t first,
+LSLU_CPU_INLINE void forward_items(const KernelArgs& a, const ChannelArrays<acc_type<scalar_t>>* params, int64_t first,
                                    int64_t last) {
   using acc_t = acc_type<scalar_t>;
-  const auto* x = static_cast<const scalar_t*>(a.x);
-  auto* y = static_cast<scalar_t*>(a.y);
-  const auto* points = static_cast<const acc_t*>(a.points);
+  const Tensors<scalar_t> t(a);
+  const scalar_t* x = t.x;
+  scalar_t* y = t.y;
+  const acc_t* points = t.param(0);
   const int64_t C = a.channels;
-  const int N = a.intervals;
+  const int N = a.size;
   if (a.inner > 1) {
-    // row = o * C + c has one channel.
-    const int64_t chunks = ceil_div(a.inner, kChunk);
-    for (int64_t item = first; item < last; ++item) {
-      const int64_t row = item / chunks, c = row % C;
-      const int64_t begin = (item % chunks) * kChunk, end = std::min(begin + kChunk, a.inner);
+    for_each_chunk(a, first, last, [&](int64_t offset, int64_t n, int64_t c) LSLU_CPU_LAMBDA {
       const PwluChannel<acc_t> p = channel_params<acc_t>(a, c);
       const acc_t* table = points + c * (N + 1);
       const auto channel_of = [p](int64_t) { return p; };  // by value: loads from p would stop if-conversion
       const auto row_of = [&](int64_t) { return table; };
-      const int64_t offset = row * a.inner;
-      for (int64_t i = begin; i < end; i += kLanes) {
-        forward_block<acc_t>(x + offset + i, y + offset + i, std::min(kLanes, end - i), channel_of, row_of, N);
+      for (int64_t i = 0; i < n; i += kLanes) {
+        forward_block<acc_t>(x + offset + i, y + offset + i, std::min(kLanes, n - i), channel_of, row_of, N);
       }
-    }
+    });
   } else {
     // inner == 1: rows of C elements, one per channel.
     for (int64_t o = first; o < last; ++o) {
@@ -201,16 +197,7 @@ LSLU_CPU_INLINE void backward_lanes(const scalar_t* x, const scalar_t* g, scalar
   const int64_t n = FULL ? kLanes : lanes;
   acc_t u[kLanes], point_lower[kLanes], point_upper[kLanes];
   int idx[kLanes];
-  for (int64_t l = 0; l < n; ++l) {
-    const PwluLocation<acc_t> at = pwlu_locate(to_acc(x[l]), channel_of(l), intervals);
-    u[l] = at.u;
-    idx[l] = at.idx;
-  }
-  for (int64_t l = 0; l < n; ++l) {
-    const acc_t* row = row_of(l);
-    point_lower[l] = row[idx[l]];
-    point_upper[l] = row[idx[l] + 1];
-  }
+  locate_lanes(x, n, channel_of, row_of, intervals, u, idx, point_lower, point_upper);
   acc_t scalars[4][kLanes];  // local first: stores to dx could alias sums, which stops the vectorizer
   for (int64_t l = 0; l < n; ++l) {
     PwluGrad<acc_t> d;
@@ -249,13 +236,13 @@ LSLU_CPU_INLINE void backward_block(const scalar_t* x, const scalar_t* g, scalar
 // lane to the unit's totals (two levels keep float32 sums accurate over long units); the
 // scalar parameters' compensated sums over the whole unit, one per lane.
 template <typename acc_t>
-struct LaneSums {
+struct LaneBins {
   int bins_used;    // intervals + 1
   int64_t lanes;    // bins[0, lanes) are in use (zeroed when first needed: short rows use few)
   acc_t bins[kLanes][kBins];
   acc_t scalars[4][kLanes], comps[4][kLanes];
 
-  LSLU_CPU_INLINE explicit LaneSums(int intervals) : bins_used(intervals + 1), lanes(0) {
+  LSLU_CPU_INLINE explicit LaneBins(int intervals) : bins_used(intervals + 1), lanes(0) {
     for (int k = 0; k < 4; ++k) {
       std::fill(scalars[k], scalars[k] + kLanes, acc_t(0));
       std::fill(comps[k], comps[k] + kLanes, acc_t(0));
@@ -288,7 +275,7 @@ struct LaneSums {
 template <typename scalar_t, typename acc_t>
 LSLU_CPU_INLINE void backward_segment(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
                                       const PwluChannel<acc_t>& p, const acc_t* table, int intervals,
-                                      acc_t inv_intervals, LaneSums<acc_t>& sums) {
+                                      acc_t inv_intervals, LaneBins<acc_t>& sums) {
   const auto channel_of = [p](int64_t) { return p; };  // by value: loads from p would stop if-conversion
   const auto row_of = [&](int64_t) { return table; };
   sums.use(n);
@@ -308,17 +295,17 @@ LSLU_CPU_INLINE void backward_segment(const scalar_t* x, const scalar_t* g, scal
 // Backward unit of the inner > 1 layout: channel c, elements [begin, end) of the
 // channel's (o, i) elements in memory order.
 template <typename scalar_t>
-LSLU_CPU_INLINE void backward_channel_unit(const PwluArgs& a, int64_t c, int64_t part, int64_t begin, int64_t end) {
+LSLU_CPU_INLINE void backward_channel_unit(const KernelArgs& a, int64_t c, int64_t part, int64_t begin, int64_t end) {
   using acc_t = acc_type<scalar_t>;
-  const int N = a.intervals;
+  const int N = a.size;
   const int64_t C = a.channels, inner = a.inner;
-  const auto* x = static_cast<const scalar_t*>(a.x);
-  const auto* g = static_cast<const scalar_t*>(a.grad_output);
-  auto* dx = static_cast<scalar_t*>(a.grad_input);
+  const Tensors<scalar_t> t(a);
+  const scalar_t *x = t.x, *g = t.grad_output;
+  scalar_t* dx = t.grad_input;
   const PwluChannel<acc_t> p = channel_params<acc_t>(a, c);
-  const acc_t* table = static_cast<const acc_t*>(a.points) + c * (N + 1);
+  const acc_t* table = t.param(0) + c * (N + 1);
   const acc_t inv_intervals = acc_t(1) / acc_t(N);
-  LaneSums<acc_t> sums(N);
+  LaneBins<acc_t> sums(N);
   acc_t total_bins[kBins] = {};
   int64_t pending = 0;  // elements in `sums`
   for (int64_t k = begin; k < end;) {
@@ -333,23 +320,23 @@ LSLU_CPU_INLINE void backward_channel_unit(const PwluArgs& a, int64_t c, int64_t
       pending = 0;
     }
   }
-  std::copy(total_bins, total_bins + N + 1, static_cast<acc_t*>(a.dpoints_partial) + (part * C + c) * (N + 1));
-  acc_t* dscalars = static_cast<acc_t*>(a.dscalars_partial) + part * 4 * C + c;
+  std::copy(total_bins, total_bins + N + 1, t.partial(0) + (part * C + c) * (N + 1));
+  acc_t* dscalars = t.partial(1) + part * 4 * C + c;
   for (int k = 0; k < 4; ++k) dscalars[k * C] = sums.scalar_total(k);
 }
 
 // Backward unit of the inner == 1 layout: channels [c0, c0 + width) of rows [first, last).
 // Consecutive elements belong to different channels, so each channel keeps one set of bins.
 template <typename scalar_t>
-LSLU_CPU_INLINE void backward_rows_unit(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>& params, int64_t c0,
-                                        int64_t width, int64_t part, int64_t first, int64_t last) {
+LSLU_CPU_INLINE void backward_rows_unit(const KernelArgs& a, const ChannelArrays<acc_type<scalar_t>>& params,
+                                        int64_t c0, int64_t width, int64_t part, int64_t first, int64_t last) {
   using acc_t = acc_type<scalar_t>;
-  const int N = a.intervals;
+  const int N = a.size;
   const int64_t C = a.channels;
-  const auto* x = static_cast<const scalar_t*>(a.x);
-  const auto* g = static_cast<const scalar_t*>(a.grad_output);
-  auto* dx = static_cast<scalar_t*>(a.grad_input);
-  const auto* points = static_cast<const acc_t*>(a.points) + c0 * (N + 1);
+  const Tensors<scalar_t> t(a);
+  const scalar_t *x = t.x, *g = t.grad_output;
+  scalar_t* dx = t.grad_input;
+  const auto* points = t.param(0) + c0 * (N + 1);
   const acc_t inv_intervals = acc_t(1) / acc_t(N);
   // Bins summed over runs of kFlushRows rows, added to the totals after each run.
   std::vector<acc_t> bins(width * (N + 1), acc_t(0)), total_bins(width * (N + 1), acc_t(0));
@@ -376,8 +363,8 @@ LSLU_CPU_INLINE void backward_rows_unit(const PwluArgs& a, const ChannelArrays<a
     for (size_t i = 0; i < bins.size(); ++i) total_bins[i] += bins[i];
     std::fill(bins.begin(), bins.end(), acc_t(0));
   }
-  std::copy(total_bins.begin(), total_bins.end(), static_cast<acc_t*>(a.dpoints_partial) + (part * C + c0) * (N + 1));
-  acc_t* dscalars = static_cast<acc_t*>(a.dscalars_partial) + part * 4 * C + c0;
+  std::copy(total_bins.begin(), total_bins.end(), t.partial(0) + (part * C + c0) * (N + 1));
+  acc_t* dscalars = t.partial(1) + part * 4 * C + c0;
   for (int k = 0; k < 4; ++k) {
     for (int64_t c = 0; c < width; ++c) dscalars[k * C + c] = scalars[k][c] - comps[k][c];
   }
@@ -385,7 +372,7 @@ LSLU_CPU_INLINE void backward_rows_unit(const PwluArgs& a, const ChannelArrays<a
 
 // Backward unit `unit` of `units` (see the top of the file); `params` for inner == 1.
 template <typename scalar_t>
-LSLU_CPU_INLINE void backward_unit(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>* params, int64_t unit) {
+LSLU_CPU_INLINE void backward_unit(const KernelArgs& a, const ChannelArrays<acc_type<scalar_t>>* params, int64_t unit) {
   const int64_t parts = a.partials;
   if (a.inner > 1) {
     const int64_t c = unit / parts, part = unit % parts;
@@ -401,100 +388,44 @@ LSLU_CPU_INLINE void backward_unit(const PwluArgs& a, const ChannelArrays<acc_ty
   }
 }
 
-// The work functions, compiled once per instruction-set level (isa.h).
-template <typename scalar_t>
-struct ForwardItems {
-  static LSLU_CPU_INLINE void run(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>* params,
-                                  int64_t first, int64_t last) {
-    forward_items<scalar_t>(a, params, first, last);
-  }
-};
-template <typename scalar_t>
-struct BackwardUnit {
-  static LSLU_CPU_INLINE void run(const PwluArgs& a, const ChannelArrays<acc_type<scalar_t>>* params,
-                                  int64_t unit) {
-    backward_unit<scalar_t>(a, params, unit);
-  }
-};
-
-template <typename scalar_t>
-void forward(const PwluArgs& a, int threads) {
-  using acc_t = acc_type<scalar_t>;
-  // Items: (row, chunk of the row) for inner > 1, rows for inner == 1; one contiguous range
-  // of them per thread (forward sums nothing: any split gives the same y).
-  const int64_t items = a.inner > 1 ? a.outer * a.channels * ceil_div(a.inner, kChunk) : a.outer;
-  const int64_t pieces = std::max<int64_t>(1, std::min<int64_t>(items, threads));
-  std::unique_ptr<ChannelArrays<acc_t>> params;
-  if (a.inner == 1) params = std::make_unique<ChannelArrays<acc_t>>(a);
-  const CpuIsa isa = cpu_isa();
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t piece = 0; piece < pieces; ++piece) {
-    int64_t first, last;
-    range_of(piece, pieces, items, first, last);
-    run_at_level<ForwardItems<scalar_t>>(isa, a, params.get(), first, last);
-  }
+// Every channel's parameters for the inner == 1 layout, null otherwise.
+template <typename acc_t>
+std::unique_ptr<ChannelArrays<acc_t>> rows_params(const KernelArgs& a) {
+  return a.inner == 1 ? std::make_unique<ChannelArrays<acc_t>>(a) : nullptr;
 }
 
-template <typename scalar_t>
-void backward(const PwluArgs& a, int threads) {
-  using acc_t = acc_type<scalar_t>;
-  const int64_t units = backward_columns(a.channels, a.inner) * a.partials;
-  std::unique_ptr<ChannelArrays<acc_t>> params;
-  if (a.inner == 1) params = std::make_unique<ChannelArrays<acc_t>>(a);
-  const CpuIsa isa = cpu_isa();
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t unit = 0; unit < units; ++unit) run_at_level<BackwardUnit<scalar_t>>(isa, a, params.get(), unit);
+void forward(const KernelArgs& a, int threads) {
+  check_intervals(a.size);
+  if (empty(a)) return;
+  LSLU_DTYPE_SWITCH(a.dtype, scalar_t, [&] {
+    const auto params = rows_params<acc_type<scalar_t>>(a);
+    parallel_ranges<Work<&forward_items<scalar_t>>>(work_items(a.outer, a.channels, a.inner), threads, a,
+                                                    params.get());
+  });
 }
 
-bool empty(const PwluArgs& a) { return a.outer <= 0 || a.channels <= 0 || a.inner <= 0; }
-
-template <template <typename> class Kernel>
-void dispatch(const PwluArgs& a, int threads) {
-  switch (a.dtype) {
-    case DType::Float16: return Kernel<Half>::run(a, threads);
-    case DType::BFloat16: return Kernel<BFloat16>::run(a, threads);
-    case DType::Float32: return Kernel<float>::run(a, threads);
-    case DType::Float64: return Kernel<double>::run(a, threads);
-  }
-  throw std::invalid_argument("pwlu: unknown dtype");
+void backward(const KernelArgs& args, int threads) {
+  check_intervals(args.size);
+  if (args.partials < 1) throw std::invalid_argument("pwlu: partials must be at least 1");
+  KernelArgs a = args;
+  // No elements: units of no rows write every partial entry, zeros.
+  if (empty(a)) a.outer = 0, a.inner = 1;
+  LSLU_DTYPE_SWITCH(a.dtype, scalar_t, [&] {
+    const auto params = rows_params<acc_type<scalar_t>>(a);
+    const int64_t units = backward_columns(a.channels, a.inner) * a.partials;
+    parallel_parts<Work<&backward_unit<scalar_t>>>(units, threads, a, params.get());
+  });
 }
 
-template <typename scalar_t>
-struct Forward {
-  static void run(const PwluArgs& a, int threads) { forward<scalar_t>(a, threads); }
-};
-template <typename scalar_t>
-struct Backward {
-  static void run(const PwluArgs& a, int threads) {
-    if (!empty(a)) return backward<scalar_t>(a, threads);
-    // No elements: every partial entry is still written (launch.h), with zeros.
-    using acc_t = acc_type<scalar_t>;
-    if (a.channels <= 0) return;
-    const int64_t rows = a.partials * a.channels;
-    std::fill_n(static_cast<acc_t*>(a.dpoints_partial), rows * (a.intervals + 1), acc_t(0));
-    std::fill_n(static_cast<acc_t*>(a.dscalars_partial), rows * 4, acc_t(0));
-  }
-};
-
-}  // namespace
-
-int64_t pwlu_backward_partials_cpu(int64_t outer, int64_t channels, int64_t inner) {
-  if (outer <= 0 || channels <= 0 || inner <= 0) return 1;
-  const int64_t columns = backward_columns(channels, inner);
-  const int64_t column_elements = inner > 1 ? outer * inner : outer * std::min(channels, kTileChannels);
+int64_t backward_partials(const KernelArgs& a) {
+  if (empty(a)) return 1;
+  const int64_t columns = backward_columns(a.channels, a.inner);
+  const int64_t column_elements = a.inner > 1 ? a.outer * a.inner : a.outer * std::min(a.channels, kTileChannels);
   return std::max<int64_t>(1, std::min(ceil_div(kTargetUnits, columns), ceil_div(column_elements, kMinUnitElements)));
 }
 
-void pwlu_forward_cpu(const PwluArgs& args, int threads) {
-  check_intervals(args.intervals);
-  if (empty(args)) return;
-  dispatch<Forward>(args, threads);
-}
+}  // namespace
 
-void pwlu_backward_cpu(const PwluArgs& args, int threads) {
-  check_intervals(args.intervals);
-  if (args.partials < 1) throw std::invalid_argument("pwlu: partials must be at least 1");
-  dispatch<Backward>(args, threads);
-}
+const CpuEntryPoints pwlu_cpu = {&forward, &backward, &backward_partials};
 
 }  // namespace lslu_kernels

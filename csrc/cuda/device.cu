@@ -1,4 +1,4 @@
-// What the CUDA extension can do on one device (launch.h: CudaDeviceSupport), asked once per
+// What the CUDA extension can do on one device (kernel_abi.h: CudaDeviceSupport), asked once per
 // device by lslu_kernels/_backends.py before it makes `cuda` a default backend there.
 //
 // The driver may be missing or older than the runtime this extension links statically, and
@@ -8,7 +8,7 @@
 
 #include <cuda_runtime.h>
 
-#include "launch.h"
+#include "kernel_abi.h"
 
 namespace lslu_kernels {
 
