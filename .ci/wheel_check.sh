@@ -31,7 +31,11 @@ else
   echo "== building the wheel (isolated build environment, no torch)"
   python3 -m venv "$work/build-venv"
   pip_quiet "$work/build-venv/bin/pip" install -q build
-  "$work/build-venv/bin/python" -m build --wheel --outdir "$work/dist" "$root" > "$work/build.log" 2>&1 \
+  # From a copy of the tree without its build outputs, so that nothing compiled before is reused.
+  mkdir "$work/src"
+  tar -C "$root" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./.ci/triton-oldest --exclude='*.so' \
+    -cf - . | tar -C "$work/src" -xf -
+  "$work/build-venv/bin/python" -m build --wheel --outdir "$work/dist" "$work/src" > "$work/build.log" 2>&1 \
     || { tail -n 40 "$work/build.log"; exit 1; }
 fi
 wheels=("$work"/dist/*.whl)
@@ -74,7 +78,9 @@ for version in $versions; do
   # (torch 2.5 pins 3.1), so the oldest supported Triton goes beside them in a folder of its own, as in
   # .ci/run's Triton-3.6 step, and wins on PYTHONPATH.
   extra=""
-  if ! "$venv/bin/python" -c "$older_triton" "$oldest" 2> /dev/null; then
+  if ! "$venv/bin/python" -c "import triton" 2> /dev/null; then  # a CPU build of torch comes without Triton
+    pip_quiet "$venv/bin/pip" install -q "triton>=$oldest"
+  elif ! "$venv/bin/python" -c "$older_triton" "$oldest"; then
     pip_quiet "$venv/bin/pip" install -q --no-deps --target "$venv/triton-$oldest" "triton==$oldest" "numpy<2.4"
     extra="$venv/triton-$oldest"
   fi
