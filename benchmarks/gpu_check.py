@@ -165,11 +165,11 @@ def plan(args, info: dict) -> list[Step]:
                       "the test suite on every available backend (Triton compiled on a GPU)", group="sanitizers"))
     bench_csv = out / "bench" / "cpu-dry-run.csv"
     if dry:
-        bench = [PY, "benchmarks/run.py", "--quick", "--ops", "pvlu", "--dtypes", "float32", "--layouts", "nchw",
+        bench = [PY, "benchmarks/run.py", "--smoke", "--ops", "pvlu", "--dtypes", "float32", "--layouts", "nchw",
                  "--providers", "cpu", "--min-time", "0", "--out", str(bench_csv)]
     else:
-        bench = [PY, "benchmarks/run.py", "--dtypes", "float32", "bfloat16", "--layouts", "nchw", "channels_last",
-                 "blc", "--shapes", *BENCH_SHAPES, "--min-time", "0.1"]
+        bench = [PY, "benchmarks/run.py", "--full", "--dtypes", "float32", "bfloat16", "--layouts", "nchw",
+                 "channels_last", "blc", "--shapes", *BENCH_SHAPES, "--min-time", "0.1"]
     steps += [
         # On a GPU the benchmark runs alone (it times); a dry run times nothing, so it runs beside the tests.
         Step("bench", bench, 60 if dry else 300,

@@ -1,13 +1,16 @@
 """The main job: every backend of every activation against eager PyTorch, torch.compile and the copy bandwidth.
 
-    python benchmarks/run.py            # the full sweep for this machine's device
-    python benchmarks/run.py --quick    # one small shape per case, printed only
+    python benchmarks/run.py            # a few representative cases, a few minutes; saved under results/local/
+    python benchmarks/run.py --full     # the whole sweep, appended to benchmarks/results/<device>.csv
+    python benchmarks/run.py --smoke    # one small shape per case, printed only (tests, dry runs)
 
 Runs on the GPU when there is one, else on the CPU. The ops and their
 parameter sets are the registered activations' (``benchmarks`` of each
 ``Activation`` in ``lslu_kernels/functional.py``). For each case (op, shape,
-layout, dtype) and mode (forward, backward, forward+backward) it times every
-provider: the project's kernel backends that serve the device, the eager
+layout, dtype) and mode (forward, backward, forward+backward; the default CPU
+sweep leaves out backward alone) it times every provider in turns, one call of
+each per round, so that a change in the machine's load weighs on all of them
+alike: the project's kernel backends that serve the device, the eager
 reference (``lslu_kernels.reference``), ``torch.compile`` of that reference,
 and PyTorch's own ``torch.relu`` and ``torch.nn.functional.prelu`` as the price
 of a non-learnable and of the cheapest built-in learnable activation.
@@ -25,9 +28,12 @@ tensor copy (bytes read + written). For forward+backward the run also records
 the peak memory of one step above its inputs and the bytes the autograd graph
 saves for backward.
 
-Results are printed as a table and appended to
-``benchmarks/results/<device>.csv``; ``benchmarks/plot.py`` draws them and
-``benchmarks/report.py`` writes the README's results section from them.
+Each case's table is printed as soon as it is timed, and the targets the
+issues set (``benchmarks/report.py``) with their verdicts at the end. Rows are
+appended to ``benchmarks/results/local/<device>.csv`` (ignored by git), with
+``--full`` to the committed ``benchmarks/results/<device>.csv``, or to
+``--out``; ``benchmarks/plot.py`` draws them and ``benchmarks/report.py``
+writes the README's results section from the committed ones.
 """
 
 import argparse
@@ -35,6 +41,7 @@ import contextlib
 import csv
 import dataclasses
 import datetime
+import importlib.util
 import itertools
 import math
 import os
@@ -51,13 +58,15 @@ import torch
 import torch._functorch.config
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import track
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lslu_kernels import _backends, registry
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+LOCAL_RESULTS_DIR = RESULTS_DIR / "local"  # the default run's rows: .gitignore keeps them out of the checkout
 MODES = ("forward", "backward", "forward+backward")
+SWEEPS = ("smoke", "default", "full")
 # Tensor-sized passes over memory each mode needs at the least.
 PASSES = {"forward": 2, "backward": 3, "forward+backward": 5}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -147,9 +156,22 @@ class Case:
         return [t.requires_grad_() for t in (x, *params)]
 
 
-def cases(device: torch.device, quick: bool) -> list[Case]:
+# The default sweep: a few cases per op that answer the targets' questions in minutes, as (shape, layout, dtype).
+DEFAULT_CASES = {
+    # ResNet stage 1 in float32 (the CPU targets' case) and channels-last bfloat16; a GPT-2-small sized batch.
+    "cpu": [((16, 64, 56, 56), "nchw", "float32"), ((8, 512, 768), "blc", "float32"),
+            ((16, 64, 56, 56), "channels_last", "bfloat16")],
+    # ResNet-50 stage 1 and BERT-large, all at least 64 MB (the size of the GPU bandwidth targets).
+    "cuda": [((64, 256, 56, 56), "nchw", "float32"), ((64, 256, 56, 56), "channels_last", "bfloat16"),
+             ((16, 2048, 1024), "blc", "bfloat16")],
+}
+
+
+def cases(device: torch.device, sweep: str = "default") -> list[Case]:
     """CNN activations (NCHW and channels-last) and transformer activations ((B, L, C), channel axis last)."""
-    if quick:
+    if sweep == "default":
+        return [Case(op, shape, layout, dtype) for shape, layout, dtype in DEFAULT_CASES[device.type] for op in OPS]
+    if sweep == "smoke":
         cnn, blc, dtypes = [(8, 64, 28, 28)], [(4, 256, 768)], ["float32", "bfloat16"]
     elif device.type == "cuda":  # ResNet-50 stages 1 and 3, a stem; BERT-large, a 4096-wide LLM layer, ViT-B
         cnn = [(64, 256, 56, 56), (64, 1024, 14, 14), (32, 64, 112, 112)]
@@ -163,6 +185,14 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
             out += [Case(op, s, layout, dtype) for s in cnn for layout in ("nchw", "channels_last")]
             out += [Case(op, s, "blc", dtype) for s in blc]
     return out
+
+
+def modes(device: torch.device, sweep: str) -> tuple[str, ...]:
+    """The default CPU sweep leaves out backward alone (forward+backward contains it; the CPU targets are
+    forward+backward); the GPU targets judge backward alone too, and a GPU times it in seconds."""
+    if sweep == "default" and device.type == "cpu":
+        return ("forward", "forward+backward")
+    return MODES
 
 
 def last_level_cache_bytes(device: torch.device) -> int:
@@ -181,23 +211,42 @@ def rotation_copies(case: Case, device: torch.device) -> int:
     return max(1, min(32, math.ceil(3 * last_level_cache_bytes(device) / case.nbytes)))
 
 
+def _summary(times: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(times, n=10, method="inclusive")
+    return statistics.median(times), q[1], q[7]
+
+
 def measure(fn: Callable[[], object], device: torch.device, min_time: float) -> tuple[float, float, float]:
     """(median, 20% quantile, 80% quantile) of the time of ``fn()`` in milliseconds, warm-up excluded."""
+    return measure_in_turns({"fn": fn}, device, min_time)["fn"]
+
+
+def measure_in_turns(fns: dict[str, Callable[[], object]], device: torch.device,
+                     min_time: float) -> dict[str, tuple[float, float, float]]:
+    """(median, 20% quantile, 80% quantile) ms of each of ``fns``, timed in turns: each round times every
+    one once (on the GPU, one short ``do_bench`` each), so that what else the machine does in the
+    meantime weighs on all of them alike and their ratios hold."""
+    times = {name: [] for name in fns}
     if device.type == "cuda":
         import triton.testing
 
-        return tuple(triton.testing.do_bench(fn, warmup=25, rep=max(100, int(1000 * min_time)),
-                                             quantiles=[0.5, 0.2, 0.8]))
-    for _ in range(3):
-        fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < 5 or (time.perf_counter() - start < min_time and len(times) < 200):
-        t0 = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - t0))
-    q = statistics.quantiles(times, n=10, method="inclusive")
-    return statistics.median(times), q[1], q[7]
+        rounds = 5
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                times[name] += triton.testing.do_bench(fn, warmup=10, rep=max(20, int(1000 * min_time / rounds)),
+                                                       return_mode="all")
+        return {name: _summary(t) for name, t in times.items()}
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    start, rounds = time.perf_counter(), 0
+    while rounds < 5 or (time.perf_counter() - start < min_time * len(fns) and rounds < 200):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(1e3 * (time.perf_counter() - t0))
+        rounds += 1
+    return {name: _summary(t) for name, t in times.items()}
 
 
 def copy_bandwidth(device: torch.device, min_time: float) -> float:
@@ -215,13 +264,13 @@ def copy_bandwidth(device: torch.device, min_time: float) -> float:
 torch._functorch.config.donated_buffer = False
 
 
-def time_case(case: Case, provider: Provider, mode: str, device: torch.device, min_time: float):
-    """Time one mode, each call on the next of ``rotation_copies`` input sets."""
+def timed_step(case: Case, provider: Provider, mode: str, device: torch.device) -> Callable[[], object]:
+    """One call of ``mode``, each on the next of ``rotation_copies`` input sets."""
     sets = [case.make_inputs(provider, device) for _ in range(rotation_copies(case, device))]
     forwards = [lambda inputs=inputs: provider.fn(*inputs, channel_dim=case.channel_dim) for inputs in sets]
     turn = itertools.cycle(range(len(sets)))
     if mode == "forward":
-        return measure(lambda: forwards[next(turn)](), device, min_time)
+        return lambda: forwards[next(turn)]()
     grad_outputs = [torch.randn_like(forward()) for forward in forwards]
     # allow_unused: the torch.relu baseline has no parameters.
     if mode == "backward":
@@ -230,12 +279,12 @@ def time_case(case: Case, provider: Provider, mode: str, device: torch.device, m
         def backward():
             i = next(turn)
             return torch.autograd.grad(outputs[i], sets[i], grad_outputs[i], retain_graph=True, allow_unused=True)
-        return measure(backward, device, min_time)
+        return backward
 
     def forward_backward():
         i = next(turn)
         return torch.autograd.grad(forwards[i](), sets[i], grad_outputs[i], allow_unused=True)
-    return measure(forward_backward, device, min_time)
+    return forward_backward
 
 
 @contextlib.contextmanager
@@ -344,10 +393,22 @@ def append_rows(path: pathlib.Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _report():
+    """benchmarks/report.py, which holds the targets (loaded from beside this file: run.py is a script)."""
+    spec = importlib.util.spec_from_file_location("report", pathlib.Path(__file__).with_name("report.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     op_names = sorted({op.label.split()[0] for op in OPS})
-    parser.add_argument("--quick", action="store_true", help="one small shape per case; printed, saved only with --out")
+    sweep = parser.add_mutually_exclusive_group()
+    sweep.add_argument("--full", action="store_true",
+                       help="the whole sweep (every shape, layout, dtype and mode), appended to the committed "
+                            "benchmarks/results/<device>.csv unless --out")
+    sweep.add_argument("--smoke", action="store_true", help="one small shape per case; printed, saved only with --out")
     parser.add_argument("--ops", nargs="+", choices=op_names, default=None, help="only these ops")
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None, help="only these dtypes")
     parser.add_argument("--layouts", nargs="+", choices=["nchw", "channels_last", "blc"], default=None,
@@ -356,13 +417,17 @@ def main(argv=None):
                         help="only cases of these shapes, written as in the CSV (e.g. 64x256x56x56)")
     parser.add_argument("--providers", nargs="+", default=None,
                         help="only these providers, and eager (every speedup is over it)")
-    parser.add_argument("--min-time", type=float, default=None, help="seconds to time each measurement")
-    parser.add_argument("--out", type=pathlib.Path, default=None, help="CSV to append to (default: per device)")
-    parser.add_argument("--no-save", action="store_true", help="print the table only")
+    parser.add_argument("--min-time", type=float, default=None,
+                        help="seconds to time each provider in each mode (default: 0.5 with --full, else 0.2)")
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="CSV to append to (default: benchmarks/results/local/<device>.csv, "
+                             "with --full benchmarks/results/<device>.csv)")
+    parser.add_argument("--no-save", action="store_true", help="print the tables only")
     args = parser.parse_args(argv)
+    sweep = "full" if args.full else "smoke" if args.smoke else "default"
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.5)
+    min_time = args.min_time if args.min_time is not None else {"smoke": 0.1, "default": 0.2, "full": 0.5}[sweep]
     console = Console()
     if not console.is_terminal:  # a log or a pipe: wide enough for one line per row
         console = Console(width=160)
@@ -373,77 +438,104 @@ def main(argv=None):
     console.print(f"[bold]lslu-kernels benchmark[/] on {meta['device']}; torch {meta['torch']}, "
                   f"triton {meta['triton']}, commit {meta['commit']}; copy bandwidth {bandwidth:.1f} GB/s; "
                   f"last-level cache {last_level_cache_bytes(device) >> 20} MiB")
-    save = not args.no_save and (args.out is not None or not args.quick)
-    path = args.out or results_path(device)
+    save = not args.no_save and (args.out is not None or sweep != "smoke")
+    path = args.out or (results_path(device) if sweep == "full" else LOCAL_RESULTS_DIR / results_path(device).name)
 
-    chosen = [c for c in cases(device, args.quick)
+    chosen = [c for c in cases(device, sweep)
               if (args.ops is None or c.op.label.split()[0] in args.ops)
               and (args.dtypes is None or c.dtype in args.dtypes)
               and (args.layouts is None or c.layout in args.layouts)
               and (args.shapes is None or "x".join(map(str, c.shape)) in args.shapes)]
-    work = [(c, p.name, m) for c in chosen for p in providers(device, c.op)
-            if args.providers is None or p.name in (*args.providers, "eager") for m in (*MODES, "memory")]
     if not chosen:
         raise SystemExit(f"no case on {device.type} matches --ops/--dtypes/--layouts/--shapes")
-    rows, case_rows = [], []
-    baseline_rows = {}  # torch.relu and F.prelu do not depend on the op: measured once per shape
-    timed_case = None
-    for index, (case, name, mode) in enumerate(track(work, description="timing", console=console, transient=True)):
-        if case != timed_case:  # a fresh torch.compile per case: no recompilation limit is hit
-            torch._dynamo.reset()
-            timed, timed_case = {p.name: p for p in providers(device, case.op)}, case
-        key = (name, case.shape, case.layout, case.dtype, mode)
-        if name in BASELINES and key in baseline_rows:
-            result = baseline_rows[key]
-        elif mode == "memory":
-            result = memory_case(case, timed[name], device)
-        else:
-            result = time_case(case, timed[name], mode, device, min_time)
-        if name in BASELINES:
-            baseline_rows[key] = result
-        if mode == "memory":  # memory belongs to the forward+backward row
-            peak, saved = result
-            case_rows[-1].update(peak_mb="" if peak is None else f"{peak / 1e6:.1f}", saved_mb=f"{saved / 1e6:.1f}")
-        else:
-            median, q20, q80 = result
-            gbps = PASSES[mode] * case.nbytes / (median * 1e-3) / 1e9
-            case_rows.append(dict(op=case.op.label, provider=name, mode=mode, dtype=case.dtype,
-                                  shape="x".join(map(str, case.shape)), layout=case.layout,
-                                  median_ms=f"{median:.4f}", q20_ms=f"{q20:.4f}", q80_ms=f"{q80:.4f}",
-                                  gbps=f"{gbps:.1f}", pct_copy_bw=f"{100 * gbps / bandwidth:.1f}",
-                                  peak_mb="", saved_mb="", **meta))
-        if index + 1 == len(work) or work[index + 1][0] != case:  # a case is done: saved at once
-            if save:
+    timed_modes = modes(device, sweep)
+    console.print(f"{sweep} sweep: {len(chosen)} cases, {', '.join(timed_modes)}"
+                  + (f"; rows appended to {path}" if save else "; nothing saved")
+                  + ("" if sweep == "full" else " (--full for the whole sweep)"))
+    earlier = []  # the file's rows before this run: the targets' earlier values
+    if save and path.exists() and path.stat().st_size:
+        with path.open(newline="") as f:
+            earlier = list(csv.DictReader(f))
+    rows = []
+    baseline_results = {}  # torch.relu and F.prelu do not depend on the op: measured once per shape
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("timing", total=len(chosen) * (len(timed_modes) + 1))
+        for case in chosen:
+            torch._dynamo.reset()  # a fresh torch.compile per case: no recompilation limit is hit
+            timed = [p for p in providers(device, case.op)
+                     if args.providers is None or p.name in (*args.providers, "eager")]
+            progress.update(task, description=f"{case.op.label} {case.dtype} {'x'.join(map(str, case.shape))} "
+                                              f"{case.layout}")
+            results = {}  # (provider, mode) -> (median, q20, q80) ms; (provider, "memory") -> (peak, saved)
+            for mode in (*timed_modes, "memory"):
+                todo = {}
+                for provider in timed:
+                    key = (provider.name, case.shape, case.layout, case.dtype, mode)
+                    if provider.name in BASELINES and key in baseline_results:
+                        results[provider.name, mode] = baseline_results[key]
+                    elif mode == "memory":
+                        results[provider.name, mode] = memory_case(case, provider, device)
+                    else:
+                        todo[provider.name] = timed_step(case, provider, mode, device)
+                if todo:
+                    for name, result in measure_in_turns(todo, device, min_time).items():
+                        results[name, mode] = result
+                del todo  # the input copies
+                for provider in timed:
+                    if provider.name in BASELINES:
+                        baseline_results[provider.name, case.shape, case.layout, case.dtype, mode] = \
+                            results[provider.name, mode]
+                progress.advance(task)
+            case_rows = []
+            for provider in timed:
+                peak, saved = results[provider.name, "memory"]
+                for mode in timed_modes:
+                    median, q20, q80 = results[provider.name, mode]
+                    gbps = PASSES[mode] * case.nbytes / (median * 1e-3) / 1e9
+                    memory = dict(peak_mb="", saved_mb="")  # memory belongs to the forward+backward row
+                    if mode == "forward+backward":
+                        memory = dict(peak_mb="" if peak is None else f"{peak / 1e6:.1f}",
+                                      saved_mb=f"{saved / 1e6:.1f}")
+                    case_rows.append(dict(op=case.op.label, provider=provider.name, mode=mode, dtype=case.dtype,
+                                          shape="x".join(map(str, case.shape)), layout=case.layout,
+                                          median_ms=f"{median:.4f}", q20_ms=f"{q20:.4f}", q80_ms=f"{q80:.4f}",
+                                          gbps=f"{gbps:.1f}", pct_copy_bw=f"{100 * gbps / bandwidth:.1f}",
+                                          **memory, **meta))
+            if save:  # a case is done: saved at once
                 append_rows(path, case_rows)
             rows += case_rows
-            case_rows = []
+            progress.console.print(summary_table(case_rows, timed_modes))
 
-    console.print(summary_table(rows))
+    targets = _report().target_lines(path, rows, earlier + rows)
+    if targets:
+        console.print("[bold]Targets[/] (benchmarks/report.py), this run's values:")
+        for line in targets:
+            console.print(line, markup=False, highlight=False)
     if save:
         console.print(f"appended {len(rows)} rows to {path}")
 
 
-def summary_table(rows: list[dict]) -> Table:
-    """One row per case and provider: median ms, % of copy bandwidth and speedup over eager per mode; memory."""
-    table = Table(title="median ms (% of copy bandwidth) [speedup over eager]; forward+backward peak and "
-                        "saved-for-backward MB")
-    for column in ("case", "provider", *MODES, "peak MB", "saved MB"):
-        table.add_column(column, justify="left" if column in ("case", "provider") else "right")
-    by_key = {(r["op"], r["dtype"], r["shape"], r["layout"], r["provider"], r["mode"]): r for r in rows}
-    seen = []
-    for r in rows:
-        key = (r["op"], r["dtype"], r["shape"], r["layout"], r["provider"])
-        if key in seen:
-            continue
-        seen.append(key)
+def summary_table(rows: list[dict], timed_modes: tuple[str, ...] = MODES) -> Table:
+    """One case, one row per provider: median ms, % of copy bandwidth and speedup over eager per mode (and over
+    torch.compile for forward+backward); forward+backward memory."""
+    first = rows[0]
+    table = Table(title=f"{first['op']} {first['dtype']} {first['shape']} {first['layout']}: median ms "
+                        r"(% of copy bandwidth) \[speedup over eager]", title_justify="left")
+    for column in ("provider", *timed_modes, "×compile", "peak MB", "saved MB"):
+        table.add_column(column, justify="left" if column == "provider" else "right")
+    by_key = {(r["provider"], r["mode"]): r for r in rows}
+    for provider in dict.fromkeys(r["provider"] for r in rows):
         cells = []
-        for mode in MODES:
-            row, eager = by_key[(*key, mode)], by_key[(*key[:-1], "eager", mode)]
+        for mode in timed_modes:
+            row, eager = by_key[provider, mode], by_key["eager", mode]
             speedup = float(eager["median_ms"]) / float(row["median_ms"])
             cells.append(f"{float(row['median_ms']):.3f} ({row['pct_copy_bw']}%) [{speedup:.2f}x]")
-        full = by_key[(*key, "forward+backward")]
-        table.add_row(" ".join(key[:4]), key[4], *cells, full["peak_mb"], full["saved_mb"],
-                      end_section=key[4] == BASELINES[-1])
+        full = by_key[provider, "forward+backward"]
+        compiled = by_key.get(("torch.compile", "forward+backward"))
+        over_compile = "" if compiled is None else f"{float(compiled['median_ms']) / float(full['median_ms']):.2f}x"
+        table.add_row(provider, *cells, over_compile, full["peak_mb"], full["saved_mb"],
+                      end_section=provider == "torch.compile")
     return table
 
 

@@ -1,4 +1,4 @@
-"""The benchmark pipeline runs end to end: the runner's quick sweep, its results file, the plots and the report.
+"""The benchmark pipeline runs end to end: the runner's smoke sweep, its results file, the plots and the report.
 
 Timings are not checked (that is the benchmark's job, not a test's); what is
 checked is that every provider and mode of a case produces a well-formed row.
@@ -7,6 +7,8 @@ checked is that every provider and mode of a case produces a well-formed row.
 import csv
 import importlib.util
 import pathlib
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -31,7 +33,7 @@ def quick_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("results") / "cpu-test.csv"
     torch._dynamo.reset()
     try:
-        run.main(["--quick", "--ops", "pvlu", "--min-time", "0", "--out", str(out)])  # one op: CI's time
+        run.main(["--smoke", "--ops", "pvlu", "--min-time", "0", "--out", str(out)])  # one op: CI's time
     finally:
         torch._dynamo.reset()
     return run, out
@@ -76,3 +78,23 @@ def test_plots_and_report_from_the_results(quick_results, tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{p} is not a PNG"
     table = report.case_table(report.load_latest(out), "float32", "forward+backward")
     assert len(table) == 2 + 3, "one line per layout (nchw, channels_last, blc) after the header:\n" + "\n".join(table)
+
+
+def test_default_sweep_is_small_and_writes_outside_the_tracked_results():
+    """The main job's default answers in minutes and leaves the checkout clean; --full is the whole sweep."""
+    run = _load("run")
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        default, full = run.cases(device, "default"), run.cases(device, "full")
+        assert {c.op.label for c in default} == {op.label for op in run.OPS}, f"{device}: an op left out"
+        assert set(default) <= set(full), f"{device}: default cases outside the full sweep (--full regenerates them)"
+        assert len(default) <= 3 * len(run.OPS) < len(full), f"{device}: {len(default)} default cases"
+    # The CPU targets (benchmarks/report.py) are all judged by the default sweep.
+    cpu = {(c.op.label, "x".join(map(str, c.shape)), c.layout, c.dtype) for c in run.cases(torch.device("cpu"))}
+    targets = {(op, shape, layout, dtype) for _, op, shape, layout, dtype, mode, *_ in _load("report").TARGETS}
+    assert targets <= cpu, f"CPU targets the default sweep does not time: {sorted(targets - cpu)}"
+    assert "forward+backward" in run.modes(torch.device("cpu"), "default")
+    local = run.LOCAL_RESULTS_DIR / run.results_path(torch.device("cpu")).name
+    assert local.parent != run.RESULTS_DIR
+    if shutil.which("git") and (ROOT / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(local)], cwd=ROOT)
+        assert ignored.returncode == 0, f"{local} is not ignored by git: the default run would dirty the checkout"

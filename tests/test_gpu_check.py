@@ -202,7 +202,7 @@ def test_gpu_plan_on_an_h200():
     run = importlib.import_module("run")
     bench = steps["bench"].command
     shapes = bench[bench.index("--shapes") + 1:bench.index("--min-time")]
-    chosen = [c for c in run.cases(torch.device("cuda"), quick=False)
+    chosen = [c for c in run.cases(torch.device("cuda"), "full")
               if c.dtype in ("float32", "bfloat16") and "x".join(map(str, c.shape)) in shapes]
     assert {(c.op.label, c.dtype, c.layout) for c in chosen} == \
         {(op.label, dtype, layout) for op in run.OPS for dtype in ("float32", "bfloat16")
