@@ -16,6 +16,10 @@ from .common import channel_stride, compute_type, load_channel, reduction_progra
 # Backward programs run this many warps: sin and cos of each element (libdevice's accurate ones) and the tile's
 # values spill with 4 warps (16 elements per thread) in channels-last and (B, L, C) tiles.
 BACKWARD_WARPS = 8
+# Without a register limit, Triton 3.6's ptxas fits NCHW tiles into 80 registers and spills 8-12 bytes around
+# the calls of libdevice's sin/cos reduction; told it may use 128 (25% occupancy at 8 warps), it spills nothing
+# (and Triton 3.9's takes fewer registers than without the limit).
+BACKWARD_MAX_REGISTERS = 128
 # Without a register limit, ptxas fits the forward kernel into 56 registers and spills a few bytes (sm_80, sm_90);
 # told it may use 96, it spills nothing (4 warps at 96 registers: 5 blocks per SM, 31%).
 FORWARD_MAX_REGISTERS = 96
@@ -99,5 +103,5 @@ def pvlu_backward(grad_output, x, alpha, beta, *, outer, C, inner):
         COMPUTE=compute_type(x),
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
         RUN_MULTIPLE_C=cfg["RUN_MULTIPLE_C"], RUN_MULTIPLE_I=cfg["RUN_MULTIPLE_I"],
-        num_warps=BACKWARD_WARPS)
+        num_warps=BACKWARD_WARPS, maxnreg=BACKWARD_MAX_REGISTERS)
     return grad_x, sum_partials(dalpha_partial, alpha), sum_partials(dbeta_partial, beta)

@@ -18,12 +18,15 @@ held in registers); each program keeps its ``[channels, bins]`` sums in register
 Both kernels receive ``C`` and ``inner`` as counts of ``PACK_C`` / ``PACK_I`` blocks (the largest
 power of two, at most 16 bytes of elements, dividing the axis contiguous in memory): the compiler then
 knows that every row or channel map starts on a pack boundary and uses 128-bit loads and stores where
-the shape and the base address allow them (the JIT only marks integers divisible by 16). Rows of
-channels (``inner == 1``) use 2-D tiles with the channels last, as in memory, so that the table reads
-(addresses of no known order) take the element loads' layout. In rows of 8-element (16-bit) packs the
-backward splits each pack after its 128-bit loads into its even and its odd channels, processes the
-two halves one after the other, and joins them again for the 128-bit store: a thread then holds four
-channels' parameters and eight table addresses at a time (eight and sixteen need more than 128 registers).
+the shape and the base address allow them (the JIT only marks integers divisible by 16). Every tile
+is a ``[BLOCK_O, BLOCK_C, BLOCK_I]`` block of the ``(outer, C, inner)`` view flattened to 1-D in
+memory order, the per-channel values broadcast onto it: the table reads (addresses of no known order)
+then take the element loads' layout under both Triton 3.6 and 3.9 (in 2-D and 3-D the two releases
+order such reads' threads differently, and 3.6 converts layouts through shared memory and spills). In
+rows of 8-element (16-bit) packs the backward splits each pack after its 128-bit loads into its low and
+its high 4 channels, processes the two halves one after the other, and joins them again for the 128-bit
+store: a thread then holds four channels' parameters and eight table addresses at a time (eight and
+sixteen need more than 128 registers).
 """
 
 import torch
@@ -32,7 +35,7 @@ import triton.language as tl
 
 from .._layout import sum_partials
 from ..reference import compute_dtype
-from .common import channel_stride, compute_type, reduction_programs, tile_config, tile_offsets
+from .common import channel_stride, compute_type, reduction_programs, tile_config
 
 # Tiles on a GPU. Forward: at most TILE_ELEMENTS_GPU elements in FORWARD_WARPS warps. Backward: one
 # pack (at most 16 bytes of elements) per thread of BACKWARD_WARPS warps, and per-program
@@ -65,41 +68,49 @@ def _div_rn(a, b, COMPUTE: tl.constexpr):
 
 @triton.jit
 def _tile(t, cb, outer, C, inner, n_i_blocks,
-          BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr, INT64: tl.constexpr,
-          ROWS: tl.constexpr):
-    """:func:`tile_offsets`, or for rows of channels (``inner == 1``) a 2-D ``[BLOCK_O, BLOCK_C]`` tile.
+          BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr, INT64: tl.constexpr):
+    """Offsets and mask of tile ``t`` of channel block ``cb``: a ``[BLOCK_O, BLOCK_C, BLOCK_I]`` block
+    of the ``(outer, C, inner)`` view, flattened to 1-D in memory order.
 
-    In 2-D the channels are the last axis in the tile as in memory: the table reads, whose addresses
-    have no known order, then get the element loads' layout instead of one that needs conversions.
+    Flat, because the table reads' addresses have no known order: for those, Triton 3.6 and 3.9 pick
+    different thread orders in 2-D and 3-D (and with them layout conversions through shared memory),
+    while in 1-D both give every access of the tile's shape the element loads' layout.
     """
-    if ROWS:
-        o = t * BLOCK_O + tl.arange(0, BLOCK_O)
-        c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-        if INT64:
-            o = o.to(tl.int64)
-        offsets = o[:, None] * C + c[None, :]
-        mask = (o < outer)[:, None] & (c < C)[None, :]
-    else:
-        offsets, mask, c = tile_offsets(t, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64)
-    return offsets, mask, c
+    e = tl.arange(0, BLOCK_O * BLOCK_C * BLOCK_I)
+    o = (t // n_i_blocks) * BLOCK_O + e // (BLOCK_C * BLOCK_I)
+    c = cb * BLOCK_C + (e // BLOCK_I) % BLOCK_C
+    i = (t % n_i_blocks) * BLOCK_I + e % BLOCK_I
+    if INT64:
+        o = o.to(tl.int64)
+        i = i.to(tl.int64)
+    offsets = (o * C + c) * inner + i
+    mask = (o < outer) & (c < C) & (i < inner)
+    return offsets, mask
 
 
 @triton.jit
-def _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
-                    N: tl.constexpr, COMPUTE: tl.constexpr, ROWS: tl.constexpr):
-    """Per-channel values of a tile, shaped to broadcast over it: B_L, B_R, K_L, K_R, Y[0], Y[N], the
-    interval width d and the table rows. (Written out rather than through helpers: each call of a jit
-    function costs the interpreter as much as many NumPy operations.)"""
+def _spread(v, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr):
+    """A ``[BLOCK_C]`` per-channel vector as the elements of a flat tile see it (broadcast, no copies)."""
+    return tl.reshape(tl.broadcast_to(v[None, :, None], [BLOCK_O, BLOCK_C, BLOCK_I]), [BLOCK_O * BLOCK_C * BLOCK_I])
+
+
+@triton.jit
+def _channel_sum(v, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr):
+    """Per-channel sums ``[BLOCK_C, 1]`` of a flat tile's values, in a fixed order."""
+    return tl.sum(tl.sum(tl.reshape(v, [BLOCK_O, BLOCK_C, BLOCK_I]), axis=2), axis=0)[:, None]
+
+
+@triton.jit
+def _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c, N: tl.constexpr, COMPUTE: tl.constexpr):
+    """Per-channel ``[channels]`` vectors of channels ``c``: B_L, B_R, K_L, K_R, Y[0], Y[N], the interval
+    width d and the table rows. (Written out rather than through helpers: each call of a jit function
+    costs the interpreter as much as many NumPy operations.)"""
     bl = tl.load(LB + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
     br = tl.load(RB + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
     kl = tl.load(LS + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
     kr = tl.load(RS + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
     # Table row of each channel (0 when shared); channels past C read row 0, so no address leaves the table.
     rows = tl.where(c_mask, c, 0) * (p_stride_c * (N + 1))
-    if ROWS:
-        bl, br, kl, kr, rows = bl[None, :], br[None, :], kl[None, :], kr[None, :], rows[None, :]
-    else:
-        bl, br, kl, kr, rows = bl[None, :, None], br[None, :, None], kl[None, :, None], kr[None, :, None], rows[None, :, None]
     y_first = tl.load(POINTS + rows).to(COMPUTE)
     y_last = tl.load(POINTS + rows + N).to(COMPUTE)
     d = _div_rn(br - bl, tl.full(br.shape, N, COMPUTE), COMPUTE)
@@ -128,34 +139,45 @@ def _locate(x, bl, br, d, N: tl.constexpr, COMPUTE: tl.constexpr):
 @triton.jit
 def _pwlu_forward_kernel(X, Y, POINTS, LB, RB, LS, RS, outer, C_packs, inner_packs, n_i_blocks, n_tiles, p_stride_c,
                          N: tl.constexpr, COMPUTE: tl.constexpr, PACK_C: tl.constexpr, PACK_I: tl.constexpr,
-                         BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-                         INT64: tl.constexpr, ROWS: tl.constexpr):
+                         BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr, INT64: tl.constexpr):
     C = C_packs * PACK_C
     inner = inner_packs * PACK_I
     pid = tl.program_id(0)
-    offsets, mask, c = _tile(pid % n_tiles, pid // n_tiles, outer, C, inner, n_i_blocks,
-                             BLOCK_O, BLOCK_C, BLOCK_I, INT64, ROWS)
+    cb = pid // n_tiles
+    offsets, mask = _tile(pid % n_tiles, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64)
+    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c < C, p_stride_c,
-                                                               N, COMPUTE, ROWS)
+                                                               N, COMPUTE)
+    bl, br, d, rows = (_spread(bl, BLOCK_O, BLOCK_C, BLOCK_I), _spread(br, BLOCK_O, BLOCK_C, BLOCK_I),
+                       _spread(d, BLOCK_O, BLOCK_C, BLOCK_I), _spread(rows, BLOCK_O, BLOCK_C, BLOCK_I))
     x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
     left, right, inside, width, u, k, t = _locate(x, bl, br, d, N, COMPUTE)
     # k is in [0, N-1]: both reads stay in the channel's row.
-    y_k = tl.load(POINTS + rows + k, mask=mask & inside, other=0.0).to(COMPUTE)
-    y_k1 = tl.load(POINTS + rows + k + 1, mask=mask & inside, other=0.0).to(COMPUTE)
+    at_k = POINTS + (rows + k)
+    y_k = tl.load(at_k, mask=mask & inside, other=0.0).to(COMPUTE)
+    y_k1 = tl.load(at_k + 1, mask=mask & inside, other=0.0).to(COMPUTE)
     y_inside = (1 - t) * y_k + t * y_k1
-    y_left = y_first + (x - bl) * kl
-    y_right = y_last + (x - br) * kr
+    y_left = _spread(y_first, BLOCK_O, BLOCK_C, BLOCK_I) + (x - bl) * _spread(kl, BLOCK_O, BLOCK_C, BLOCK_I)
+    y_right = _spread(y_last, BLOCK_O, BLOCK_C, BLOCK_I) + (x - br) * _spread(kr, BLOCK_O, BLOCK_C, BLOCK_I)
     y = tl.where(left, y_left, tl.where(right, y_right, y_inside))
     tl.store(Y + offsets, y.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _backward_channels(x, g, mask, c, c_mask, sums, bins, POINTS, LB, RB, LS, RS, p_stride_c,
-                       N: tl.constexpr, COMPUTE: tl.constexpr, ROWS: tl.constexpr):
-    """``dx`` of a tile's elements of channels ``c``, and ``sums`` with their parameter gradients added."""
+def _backward_elements(x, g, mask, c, c_mask, sums, bins, POINTS, LB, RB, LS, RS, p_stride_c,
+                       N: tl.constexpr, COMPUTE: tl.constexpr,
+                       BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+                       PER_ELEMENT: tl.constexpr):
+    """``dx`` of a flat ``[BLOCK_O, BLOCK_C, BLOCK_I]`` tile's elements of channels ``c`` (``[BLOCK_C]``, or
+    with PER_ELEMENT the channel of each element), ``sums`` with their gradients of B_L, B_R, K_L and K_R
+    added, and what :func:`_scatter_intervals` adds to the points'."""
     # Loaded per tile (cache hits) rather than kept: they would stay live through the interval loop.
-    bl, br, kl, kr, y_first, y_last, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c,
-                                                               N, COMPUTE, ROWS)
+    bl, br, kl, kr, _, _, d, rows = _channel_params(POINTS, LB, RB, LS, RS, c, c_mask, p_stride_c, N, COMPUTE)
+    if not PER_ELEMENT:
+        bl, br, kl, kr, d, rows = (
+            _spread(bl, BLOCK_O, BLOCK_C, BLOCK_I), _spread(br, BLOCK_O, BLOCK_C, BLOCK_I),
+            _spread(kl, BLOCK_O, BLOCK_C, BLOCK_I), _spread(kr, BLOCK_O, BLOCK_C, BLOCK_I),
+            _spread(d, BLOCK_O, BLOCK_C, BLOCK_I), _spread(rows, BLOCK_O, BLOCK_C, BLOCK_I))
     left, right, inside, width, u, k, t = _locate(x, bl, br, d, N, COMPUTE)
     at_k = POINTS + (rows + k)  # one address per element: Y[k + 1] is at an immediate offset from it
     y_k = tl.load(at_k, mask=mask & inside, other=0.0).to(COMPUTE)
@@ -170,40 +192,36 @@ def _backward_channels(x, g, mask, c, c_mask, sums, bins, POINTS, LB, RB, LS, RS
     g_slope_u = g_slope * u / N
     dx = g_left * kl + g_right * kr + g_slope
     # Products with x - B (not selections): a zero gradient times an infinite or NaN x is NaN, as in autograd.
-    to_dlb = g_slope_u - g_left * kl - g_slope
-    to_drb = -(g_right * kr) - g_slope_u
-    to_dls = g_left * (x - bl)
-    to_drs = g_right * (x - br)
-    if ROWS:  # (a _channel_sum function would cost the interpreter four more calls per tile)
-        dlb, drb = tl.sum(to_dlb, axis=0)[:, None], tl.sum(to_drb, axis=0)[:, None]
-        dls, drs = tl.sum(to_dls, axis=0)[:, None], tl.sum(to_drs, axis=0)[:, None]
-    else:
-        dlb, drb = tl.sum(tl.sum(to_dlb, axis=2), axis=0)[:, None], tl.sum(tl.sum(to_drb, axis=2), axis=0)[:, None]
-        dls, drs = tl.sum(tl.sum(to_dls, axis=2), axis=0)[:, None], tl.sum(tl.sum(to_drs, axis=2), axis=0)[:, None]
+    dlb = _channel_sum(g_slope_u - g_left * kl - g_slope, BLOCK_O, BLOCK_C, BLOCK_I)
+    drb = _channel_sum(-(g_right * kr) - g_slope_u, BLOCK_O, BLOCK_C, BLOCK_I)
+    dls = _channel_sum(g_left * (x - bl), BLOCK_O, BLOCK_C, BLOCK_I)
+    drs = _channel_sum(g_right * (x - br), BLOCK_O, BLOCK_C, BLOCK_I)
     sums += (tl.where(bins == N + 1, dlb, 0.0) + tl.where(bins == N + 2, drb, 0.0)
              + tl.where(bins == N + 3, dls, 0.0) + tl.where(bins == N + 4, drs, 0.0))
-    # Scatter-add into bins k and k + 1: (1 - t) and t of the inside gradient, the left gradient
-    # to Y[0] (k = 0 there) and the right one to Y[N] (as bin k + 1 with k = N - 1).
+    # Scatter-add into bins k and k + 1 (by _scatter_intervals, called apart so that dx can be stored first):
+    # (1 - t) and t of the inside gradient, the left gradient to Y[0] (k = 0 there) and the right one
+    # to Y[N] (as bin k + 1 with k = N - 1).
     k = tl.where(right, N - 1, k)
     to_k = g_left + g_inside * (1 - t)
     to_k1 = g_right + g_inside * t
-    # One interval at a time, summed over the tile in its own layout (a [tile, bins] selection
-    # would give the element loads its layout, one element per thread); only the intervals that
-    # the tile's elements fall in (masked lanes add 0 wherever they fall).
+    return dx, sums, k, to_k, to_k1
+
+
+@triton.jit
+def _scatter_intervals(k, to_k, to_k1, sums, bins,
+                       BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr):
+    """``sums`` with ``to_k`` added in bin ``k`` and ``to_k1`` in bin ``k + 1``, per channel of a flat tile.
+
+    One interval at a time, summed over the tile in its own layout (a [tile, bins] selection would give
+    the element loads its layout, one element per thread); only the intervals that the tile's elements
+    fall in (masked lanes add 0 wherever they fall).
+    """
     for j in range(tl.min(k), tl.max(k) + 1):
         at_j = k == j
-        # (in 3-D both sums in one reduction: each call of tl.sum costs the interpreter as much as
-        # many NumPy operations)
-        if ROWS:
-            to_j = tl.sum(tl.where(at_j, to_k, 0.0), axis=0)[:, None]
-            to_j1 = tl.sum(tl.where(at_j, to_k1, 0.0), axis=0)[:, None]
-        else:
-            pair = tl.join(tl.where(at_j, to_k, 0.0), tl.where(at_j, to_k1, 0.0))
-            to_j, to_j1 = tl.split(tl.sum(tl.sum(pair, axis=2), axis=0))
-            to_j = to_j[:, None]
-            to_j1 = to_j1[:, None]
+        to_j = _channel_sum(tl.where(at_j, to_k, 0.0), BLOCK_O, BLOCK_C, BLOCK_I)
+        to_j1 = _channel_sum(tl.where(at_j, to_k1, 0.0), BLOCK_O, BLOCK_C, BLOCK_I)
         sums += tl.where(bins == j, to_j, 0.0) + tl.where(bins == j + 1, to_j1, 0.0)
-    return dx, sums
+    return sums
 
 
 @triton.jit
@@ -213,18 +231,27 @@ def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
                           N: tl.constexpr, N_POW2: tl.constexpr, COMPUTE: tl.constexpr,
                           PACK_C: tl.constexpr, PACK_I: tl.constexpr,
                           BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-                          INT64: tl.constexpr, ROWS: tl.constexpr, HALVES: tl.constexpr, PART_C: tl.constexpr):
+                          INT64: tl.constexpr, HALVES: tl.constexpr, PART_C: tl.constexpr):
     C = C_packs * PACK_C
     inner = inner_packs * PACK_I
     pid = tl.program_id(0)
     program = pid % n_programs
     cb = pid // n_programs
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    # With HALVES (rows of 8-element packs), the even and the odd channels of each 128-bit pack are
+    # With HALVES (rows of 8-element packs), the low and the high 4 channels of each 128-bit pack are
     # processed one after the other: a thread then holds 4 channels' parameters and 8 table addresses
     # at a time, not 8 and 16 (sm_80/sm_90 need more than 128 registers for those without spilling).
-    if HALVES:
-        c_a, c_b = tl.split(tl.reshape(c, [PART_C, 2]))
+    if HALVES:  # channel 8 q + 4 h + l of the tile is channel 4 q + l of half h
+        j = tl.arange(0, PART_C)
+        c_a = cb * BLOCK_C + 8 * (j // 4) + j % 4
+        c_b = c_a + 4
+        # The channel of each element of a half, written so that the compiler sees its runs of 4: a half's
+        # parameters are read per element (a thread's 4 elements of a half are 4 channels of one row: no
+        # more values than per channel), 4 channels wide, and Triton gives the table reads, accesses of
+        # the same shape, that layout (with per-channel parameters it picks one element per thread).
+        m = tl.arange(0, BLOCK_O * PART_C)
+        c_a_elements = cb * BLOCK_C + 8 * ((m // 4) % (PART_C // 4)) + m % 4
+        c_b_elements = c_a_elements + 4
     else:
         c_a = c
         c_b = c
@@ -235,22 +262,33 @@ def _pwlu_backward_kernel(X, DY, DX, POINTS, LB, RB, LS, RS,
     sums_a = tl.zeros([PART_C, N_POW2], dtype=COMPUTE)
     sums_b = tl.zeros([PART_C, N_POW2], dtype=COMPUTE)
     for tile in range(program, n_tiles, n_programs):
-        offsets, mask, _ = _tile(tile, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64, ROWS)
+        offsets, mask = _tile(tile, cb, outer, C, inner, n_i_blocks, BLOCK_O, BLOCK_C, BLOCK_I, INT64)
         x = tl.load(X + offsets, mask=mask, other=0.0)
         g = tl.load(DY + offsets, mask=mask, other=0.0)
-        if HALVES:
-            x_a, x_b = tl.split(tl.reshape(x, [BLOCK_O, PART_C, 2]))
-            g_a, g_b = tl.split(tl.reshape(g, [BLOCK_O, PART_C, 2]))
-            mask_a, mask_b = tl.split(tl.reshape(mask, [BLOCK_O, PART_C, 2]))
-            dx_a, sums_a = _backward_channels(x_a.to(COMPUTE), g_a.to(COMPUTE), mask_a, c_a, c_a < C, sums_a, bins,
-                                              POINTS, LB, RB, LS, RS, p_stride_c, N, COMPUTE, ROWS)
-            dx_b, sums_b = _backward_channels(x_b.to(COMPUTE), g_b.to(COMPUTE), mask_b, c_b, c_b < C, sums_b, bins,
-                                              POINTS, LB, RB, LS, RS, p_stride_c, N, COMPUTE, ROWS)
-            dx = tl.reshape(tl.join(dx_a.to(DX.dtype.element_ty), dx_b.to(DX.dtype.element_ty)), [BLOCK_O, BLOCK_C])
+        if HALVES:  # (BLOCK_I == 1: each pack of 8 channels in its low and its high 4)
+            x_a, x_b = tl.split(tl.permute(tl.reshape(x, [BLOCK_O * BLOCK_C // 8, 2, 4]), (0, 2, 1)))
+            g_a, g_b = tl.split(tl.permute(tl.reshape(g, [BLOCK_O * BLOCK_C // 8, 2, 4]), (0, 2, 1)))
+            mask_a, mask_b = tl.split(tl.permute(tl.reshape(mask, [BLOCK_O * BLOCK_C // 8, 2, 4]), (0, 2, 1)))
+            dx_a, sums_a, k, to_k, to_k1 = _backward_elements(
+                tl.reshape(x_a, [BLOCK_O * PART_C]).to(COMPUTE), tl.reshape(g_a, [BLOCK_O * PART_C]).to(COMPUTE),
+                tl.reshape(mask_a, [BLOCK_O * PART_C]), c_a_elements, c_a_elements < C, sums_a, bins,
+                POINTS, LB, RB, LS, RS, p_stride_c, N, COMPUTE, BLOCK_O, PART_C, 1, True)
+            sums_a = _scatter_intervals(k, to_k, to_k1, sums_a, bins, BLOCK_O, PART_C, 1)
+            dx_b, sums_b, k, to_k, to_k1 = _backward_elements(
+                tl.reshape(x_b, [BLOCK_O * PART_C]).to(COMPUTE), tl.reshape(g_b, [BLOCK_O * PART_C]).to(COMPUTE),
+                tl.reshape(mask_b, [BLOCK_O * PART_C]), c_b_elements, c_b_elements < C, sums_b, bins,
+                POINTS, LB, RB, LS, RS, p_stride_c, N, COMPUTE, BLOCK_O, PART_C, 1, True)
+            dx_a = tl.reshape(dx_a.to(DX.dtype.element_ty), [BLOCK_O * BLOCK_C // 8, 4])
+            dx_b = tl.reshape(dx_b.to(DX.dtype.element_ty), [BLOCK_O * BLOCK_C // 8, 4])
+            dx = tl.reshape(tl.permute(tl.join(dx_a, dx_b), (0, 2, 1)), [BLOCK_O * BLOCK_C])
+            tl.store(DX + offsets, dx, mask=mask)
+            sums_b = _scatter_intervals(k, to_k, to_k1, sums_b, bins, BLOCK_O, PART_C, 1)
         else:
-            dx, sums_a = _backward_channels(x.to(COMPUTE), g.to(COMPUTE), mask, c_a, c_a < C, sums_a, bins,
-                                            POINTS, LB, RB, LS, RS, p_stride_c, N, COMPUTE, ROWS)
-        tl.store(DX + offsets, dx.to(DX.dtype.element_ty), mask=mask)
+            dx, sums_a, k, to_k, to_k1 = _backward_elements(
+                x.to(COMPUTE), g.to(COMPUTE), mask, c_a, c_a < C, sums_a, bins,
+                POINTS, LB, RB, LS, RS, p_stride_c, N, COMPUTE, BLOCK_O, BLOCK_C, BLOCK_I, False)
+            tl.store(DX + offsets, dx.to(DX.dtype.element_ty), mask=mask)
+            sums_a = _scatter_intervals(k, to_k, to_k1, sums_a, bins, BLOCK_O, BLOCK_C, BLOCK_I)
     # (programs, N + 5, C) workspace: bins along the middle axis, channels last.
     partial = program * (N + 5) * C + bins * C
     tl.store(SUMS_PARTIAL + partial + c_a[:, None], sums_a, mask=(c_a < C)[:, None] & (bins < N + 5))
@@ -298,14 +336,15 @@ def _forward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int) -> dic
     return _sized_tile_config(outer, C, inner, x.numel(), elements, FORWARD_ROW_CHANNELS // words)
 
 
-def _backward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int, n_pow2: int, pack: int) -> dict:
+def _backward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int, n_pow2: int, per_thread: int) -> dict:
+    """``per_thread``: elements per thread, a pack (at most 16 bytes) or half of one."""
     if not _on_gpu(x):
         return _sized_tile_config(outer, C, inner, x.numel(), TILE_ELEMENTS_INTERPRETED, triton.next_power_of_2(C))
     words = 2 if x.dtype == torch.float64 else 1
     max_channels = max(1, min(BACKWARD_ROW_CHANNELS, POINTS_SUM_ELEMENTS // n_pow2) // words)
-    if inner == 1 and pack == 8:  # 16-bit rows in halves: half the per-program sums, or they spill at 128 registers
+    if inner == 1 and per_thread == 8:  # 16-bit rows in halves: half the per-program sums, or they spill at 128 registers
         max_channels = max(1, max_channels // 2)
-    elements = 32 * BACKWARD_WARPS * pack  # one pack (at most 16 bytes) per thread
+    elements = 32 * BACKWARD_WARPS * per_thread
     return _sized_tile_config(outer, C, inner, x.numel(), elements, max_channels)
 
 
@@ -318,7 +357,7 @@ def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *,
         x, y, points, left_bound, right_bound, left_slope, right_slope,
         outer, packs["C_packs"], packs["inner_packs"], cfg["n_i_blocks"], cfg["n_tiles"], channel_stride(left_bound),
         N=points.shape[1] - 1, COMPUTE=compute_type(x), PACK_C=packs["PACK_C"], PACK_I=packs["PACK_I"],
-        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"], ROWS=inner == 1,
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
         num_warps=FORWARD_WARPS, maxnreg=FORWARD_MAX_REGISTERS)
     return y
 
@@ -328,9 +367,14 @@ def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, r
     intervals = points.shape[1] - 1
     n_pow2 = triton.next_power_of_2(intervals + 5)  # bins 0..N and the four per-channel sums
     packs = _packs(x, C, inner)
-    cfg = _backward_tile_config(x, outer, C, inner, n_pow2, packs["PACK_C"] * packs["PACK_I"])
+    # Where x or grad_output does not start 16-byte aligned, no element access can be 128 bits wide: half a
+    # pack per thread then (Triton 3.6 spills a few bytes for 16-bit types with a whole pack of scalar
+    # accesses). PyTorch's allocator starts storage 16-byte aligned: the storage offset decides.
+    aligned = all(t.storage_offset() * t.element_size() % 16 == 0 for t in (x, grad_output))
+    per_thread = max(1, packs["PACK_C"] * packs["PACK_I"] // (1 if aligned else 2))
+    cfg = _backward_tile_config(x, outer, C, inner, n_pow2, per_thread)
     # Rows of 8-element (16-bit) packs: each pack in two halves, one after the other (see the kernel).
-    halves = inner == 1 and packs["PACK_C"] == 8 and cfg["BLOCK_C"] >= 2
+    halves = inner == 1 and per_thread == 8 and cfg["BLOCK_C"] >= 8
     n_programs = reduction_programs(x.device, cfg["n_tiles"], cfg["n_c_blocks"])
     sums_partial = torch.empty((n_programs, intervals + 5, C), dtype=compute_dtype(x), device=x.device)
     grid = (n_programs * cfg["n_c_blocks"],)
@@ -340,7 +384,7 @@ def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, r
         outer, packs["C_packs"], packs["inner_packs"], cfg["n_i_blocks"], cfg["n_tiles"], n_programs,
         channel_stride(left_bound),
         N=intervals, N_POW2=n_pow2, COMPUTE=compute_type(x), PACK_C=packs["PACK_C"], PACK_I=packs["PACK_I"],
-        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"], ROWS=inner == 1,
+        BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
         HALVES=halves, PART_C=cfg["BLOCK_C"] // 2 if halves else cfg["BLOCK_C"],
         num_warps=BACKWARD_WARPS, maxnreg=BACKWARD_MAX_REGISTERS)
     # sum_partials takes channels on the last axis: points transposed to (N + 1, C), and back.
