@@ -120,13 +120,19 @@ def _sources(backend: str, suffix: str) -> list[str]:
     return sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC / backend).glob(f"*{suffix}"))
 
 
+def _headers() -> list[str]:
+    """The headers the CPU extension's sources include: csrc/*.h and csrc/cpu/*.h."""
+    return sorted(str(p.relative_to(ROOT)) for pattern in ("*.h", "cpu/*.h") for p in (ROOT / CSRC).glob(pattern))
+
+
 def _extensions():
     extensions = []
     cpu = _switch("LSLU_KERNELS_BUILD_CPU")
     if cpu != "0":
         ext = Pybind11Extension(
             "lslu_kernels._C_cpu", [f"{CSRC}/bindings.cpp", *_sources("cpu", ".cpp")],
-            include_dirs=[CSRC], extra_compile_args=CXX_FLAGS, extra_link_args=["-fopenmp"], cxx_std=17)
+            include_dirs=[CSRC], extra_compile_args=CXX_FLAGS, extra_link_args=["-fopenmp"], cxx_std=17,
+            depends=_headers())  # rebuilt when a shared header changes, not only a .cpp
         ext.lslu_switch = cpu
         extensions.append(ext)
     cuda = _switch("LSLU_KERNELS_BUILD_CUDA")

@@ -90,8 +90,8 @@ struct LsluOp {
     Channel p;
 LSLU_UNROLL
     for (int s = 0; s < STAGES; ++s) {
-      p.theta[s] = read_only(theta + s * channels + c);
-      p.omega[s] = read_only(omega + s * channels + c);
+      p.theta[s] = read_only(theta + int64_t(s) * channels + c);  // int64: no overflow whatever index_t
+      p.omega[s] = read_only(omega + int64_t(s) * channels + c);
     }
     return p;
   }

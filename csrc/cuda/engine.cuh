@@ -275,7 +275,9 @@ void backward(const Op& op, const KernelArgs& args, void* stream) {
 // Backward blocks per column for these sizes: from the occupancy of the int32 instance of the
 // kernel that they select with aligned pointers (the packed one where the sizes allow). It
 // depends on the sizes alone, never on the pointers' alignment or the index type: those take
-// the same count and summation order.
+// the same count. (Not the same summation order: a packed and a single-element launch give a
+// thread different elements, so an input at an address that is not 16-byte aligned may round
+// its parameter-gradient sums differently from an aligned copy; each is bitwise reproducible.)
 template <typename Op>
 int64_t backward_partials(const Op& op, const KernelArgs& a, int multiprocessors) {
   if (empty(a)) return 1;
