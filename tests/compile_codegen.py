@@ -6,7 +6,8 @@ Without ``TRITON_INTERPRET`` (which tests/conftest.py sets, hence a process of i
 ``JITFunction`` objects that ``torch.library.wrap_triton`` traces. The triton backend is made to serve CPU
 tensors and its triton ops are put in use; a stand-in driver reports an sm_90 target; Inductor then
 generates the forward and backward code (``torch._inductor.utils.get_code``: generated, never compiled
-or run) of ``torch.compile(fullgraph=True)`` over the model at batch 2 and batch 3.
+or run) of ``torch.compile(fullgraph=True)`` over the model at batch 2 and batch 3. Then the model is
+exported (``torch.export``, and ONNX with its output from ONNX Runtime beside the reference backend's).
 """
 
 import json
@@ -54,7 +55,24 @@ def generate_code(out: str):
     compiled = torch.compile(model, fullgraph=True)
     with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):  # both graphs now
         codes = get_code(lambda: [compiled(torch.randn(batch, 8, 6, 5)) for batch in (2, 3)])
-    pathlib.Path(out).write_text(json.dumps({"codes": codes}))
+    result = {"codes": codes}
+    # torch.export keeps the triton ops as ops (no kernel in the program); ONNX translates them as the custom ops.
+    model.eval()
+    x = torch.randn(2, 8, 6, 5)
+    program = torch.export.export(model, (x,))
+    result["exported_ops"] = sorted({str(n.target) for n in program.graph.nodes if "lslu_kernels" in str(n.target)})
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        result["onnx"] = None
+    else:
+        y = torch.onnx.export(model, (x,), dynamo=True, verbose=False)(x)[0]
+        for module in model.modules():
+            if hasattr(module, "backend"):
+                module.backend = "reference"
+        result["onnx"] = [y.tolist(), model(x).tolist()]
+    pathlib.Path(out).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import pytest
 import torch
 from conftest import backend_device
 from ops import OPS
-from parity import forward_backward
+from parity import assert_elementwise, forward_backward
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lslu_kernels import _backends, _triton_ops, registry
@@ -166,3 +166,9 @@ def test_inductor_launches_the_triton_kernels_itself(tmp_path):
         assert "torch.ops.lslu_kernels" not in code, f"{name} calls an lslu_kernels op back"
     batch = re.compile(r"_lslu_forward_kernel_\d+\.run\(\w+, \w+, \w+, \w+, (\d+),")
     assert [batch.search(code).group(1) for name, code in graphs if name.endswith("forward")] == ["2", "3"]
+    # torch.export keeps the triton ops (README, "torch.export programs keep the custom ops"), ONNX translates them.
+    assert result["exported_ops"] == [f"lslu_kernels.{op}_triton.default" for op in ("lslu", "pvlu", "pwlu")], \
+        result["exported_ops"]
+    if result["onnx"] is not None:
+        onnx_y, reference_y = (torch.tensor(y) for y in result["onnx"])
+        assert_elementwise(onnx_y, reference_y.double(), torch.float32, "ONNX Runtime output of the triton ops")

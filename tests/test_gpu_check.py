@@ -15,11 +15,11 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # What a GPU session must find in the summary (the list), whatever else the plan holds.
 REQUIRED_STEPS = {"build", "backends", "graph_cuda", "graph_triton", "stream", "second_device", "determinism",
-                  "families_float32", "families_float64", "families_float16", "families_bfloat16",
+                  "compiled", "families_float32", "families_float64", "families_float16", "families_bfloat16",
                   "memcheck_cuda", "memcheck_triton", "initcheck_cuda", "initcheck_triton", "racecheck_cuda",
                   "racecheck_triton", "pytest", "bench", "plot", "report"}
 # Steps a CPU can run: a dry run must pass them (the others are skipped, saying why).
-CPU_STEPS = {"info", "backends", "determinism", "families_float32", "families_float64", "families_float16",
+CPU_STEPS = {"info", "backends", "determinism", "compiled", "families_float32", "families_float64", "families_float16",
              "families_bfloat16", "pytest", "bench", "plot", "report"}
 
 
