@@ -119,6 +119,13 @@ def define(op: Activation):
     def no_double_backward(ctx, *grads):
         raise NotImplementedError(f"{op.name}: double backward (gradients of gradients) is not supported")
 
+    # triton_op finds a function's kernels in its source (wrap_triton(<kernel>) calls) for the AOTAutograd cache
+    # key; these functions pass wrap_triton on to the host functions, so their kernels are named here.
+    kernels_of_op = getattr(torch._library.triton, "triton_ops_to_kernels", None)
+    if kernels_of_op is not None:
+        jitted = [f for f in vars(kernels).values() if isinstance(f, importlib.import_module("triton").JITFunction)]
+        for defined in (forward_op, backward_op):
+            kernels_of_op[defined._qualname] = jitted
     forward_op.register_autograd(autograd_backward, setup_context=setup_context)
     backward_op.register_autograd(no_double_backward, setup_context=lambda ctx, inputs, output: None)
     _DEFINED[op.name] = forward_op, backward_op

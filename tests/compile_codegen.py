@@ -56,6 +56,9 @@ def generate_code(out: str):
     with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):  # both graphs now
         codes = get_code(lambda: [compiled(torch.randn(batch, 8, 6, 5)) for batch in (2, 3)])
     result = {"codes": codes}
+    from torch._library.triton import get_triton_kernels_for_op  # the kernels the AOTAutograd cache key hashes
+    result["kernels_of_ops"] = {name: [k.__name__ for k in get_triton_kernels_for_op(f"lslu_kernels::{name}")]
+                                for op in OPS for name in (f"{op.name}_triton", f"{op.name}_triton_backward")}
     # torch.export keeps the triton ops as ops (no kernel in the program); ONNX translates them as the custom ops.
     model.eval()
     x = torch.randn(2, 8, 6, 5)

@@ -166,6 +166,9 @@ def test_inductor_launches_the_triton_kernels_itself(tmp_path):
         assert "torch.ops.lslu_kernels" not in code, f"{name} calls an lslu_kernels op back"
     batch = re.compile(r"_lslu_forward_kernel_\d+\.run\(\w+, \w+, \w+, \w+, (\d+),")
     assert [batch.search(code).group(1) for name, code in graphs if name.endswith("forward")] == ["2", "3"]
+    for name, kernels in result["kernels_of_ops"].items():
+        op = name.split("_")[0]
+        assert set(KERNELS[op]) <= set(kernels), f"{name}: torch knows its kernels as {kernels}"
     # torch.export keeps the triton ops (README, "torch.export programs keep the custom ops"), ONNX translates them.
     assert result["exported_ops"] == [f"lslu_kernels.{op}_triton.default" for op in ("lslu", "pvlu", "pwlu")], \
         result["exported_ops"]
