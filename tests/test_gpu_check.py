@@ -198,6 +198,9 @@ def test_gpu_plan_on_an_h200():
             assert command[:3] == [info["compute_sanitizer"], "--tool", tool] and "families" in command
             assert command[command.index("--backends") + 1] == backend
     assert steps["graph_cuda"].env["TRITON_CACHE_DIR"] != steps["graph_triton"].env["TRITON_CACHE_DIR"]
+    compiled = steps["compiled"].command
+    assert compiled[compiled.index("--backends") + 1:compiled.index("--mode")] == ["cuda", "triton"]
+    assert compiled[compiled.index("--mode") + 1] == "reduce-overhead" and "--compiler" not in compiled, compiled
     sys.path.insert(0, str(ROOT / "benchmarks"))
     run = importlib.import_module("run")
     bench = steps["bench"].command
