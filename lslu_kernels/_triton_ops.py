@@ -15,6 +15,9 @@ torch has ``triton_op`` and ``wrap_triton`` (torch 2.6 and later), and the backe
 for a GPU. Under ``TRITON_INTERPRET=1`` the kernels are ``InterpretedFunction`` objects, which
 ``wrap_triton`` passes through untraced (a traced call would run them on fake tensors), so the
 interpreter keeps the custom ops.
+
+Inductor compiles the kernels of a compiled graph itself, with the launch's ``num_warps`` but without its
+``maxnreg`` (torch 2.13 passes no register cap for user kernels): the same code, maybe other register counts.
 """
 
 import importlib
