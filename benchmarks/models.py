@@ -43,6 +43,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
@@ -354,7 +355,7 @@ def table(rows: list[dict], notes: dict | None = None) -> Table:
     title = (f"{first['model']} {first['mode']} {first['dtype']} {first['shape']}: median ms (q20–q80) "
              r"\[×PReLU] activations' share of the step (step − Identity step) / step")
     table = Table(title=title, title_justify="left")
-    table.add_column("activation [backend]", justify="left")
+    table.add_column(escape("activation [backend]"), justify="left")
     provider_names = list(dict.fromkeys(r["provider"] for r in rows))
     for p in provider_names:
         table.add_column(p, justify="right")
@@ -363,13 +364,17 @@ def table(rows: list[dict], notes: dict | None = None) -> Table:
         cells = []
         for p in provider_names:
             r = by_key.get((activation, backend, p))
-            cells.append("–" if r is None else
-                         f"{float(r['median_ms']):.2f} ({float(r['q20_ms']):.2f}–{float(r['q80_ms']):.2f}) "
-                         f"[{float(r['x_prelu']):.2f}×] {r['activation_share_pct']}%")
-        table.add_row(f"{activation} [{backend}]" if backend else activation, *cells)
+            if r is None:
+                cells.append("–")
+                continue
+            ratio = f"{float(r['x_prelu']):.2f}×" if r["x_prelu"] else "–"
+            share = f"{r['activation_share_pct']}%" if r["activation_share_pct"] else "–"
+            cells.append(escape(f"{float(r['median_ms']):.2f} ({float(r['q20_ms']):.2f}–{float(r['q80_ms']):.2f}) "
+                                f"[{ratio}] {share}"))
+        table.add_row(escape(f"{activation} [{backend}]" if backend else activation), *cells)
     captions = [f"{provider}: {note}" for provider, note in (notes or {}).items()]
     captions += [f"{r['activation']} {r['provider']}: {r['note']}" for r in rows if r["note"]]
-    table.caption = "; ".join(captions) or None
+    table.caption = escape("; ".join(captions)) or None
     return table
 
 

@@ -523,11 +523,16 @@ def main(argv=None):
             console.print(line, markup=False, highlight=False)
     if save:
         console.print(f"appended {len(rows)} rows to {path}")
-    if not args.no_models:  # the model-level benchmark, its rows in models-<name>.csv beside this run's file
-        _sibling("models").main([*{"full": ["--full"], "smoke": ["--smoke"]}.get(sweep, [])]
-                                + (["--out", str(path.with_name("models-" + path.name))] if save else ["--no-save"])
-                                + ([] if args.min_time is None else ["--min-time", str(args.min_time)]),
-                                console=console)
+    if not args.no_models:
+        _sibling("models").main(models_argv(sweep, path if save else None, args.min_time), console=console)
+
+
+def models_argv(sweep: str, path: pathlib.Path | None, min_time: float | None) -> list[str]:
+    """The model-level benchmark's arguments after this run: the same sweep and --min-time, its rows in
+    models-<name>.csv beside this run's file (``path``; None: nothing saved)."""
+    return ([f"--{sweep}"] if sweep != "default" else []) \
+        + (["--no-save"] if path is None else ["--out", str(path.with_name("models-" + path.name))]) \
+        + ([] if min_time is None else ["--min-time", str(min_time)])
 
 
 def summary_table(rows: list[dict], timed_modes: tuple[str, ...] = MODES) -> Table:
