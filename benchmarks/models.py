@@ -23,7 +23,9 @@ SGD with momentum for the CNN, AdamW for the MLP block) and ``inference``
 (eval, no_grad, forward). Providers: eager, ``torch.compile(model)`` (default
 mode; loss and optimizer stay eager) and, on a GPU, ``torch.compile(model,
 mode="reduce-overhead")`` (CUDA graphs), which is left out with a note if it
-fails. Every variant and provider of one model and mode is timed in turns
+fails; by default the compiled providers time what the targets
+(``benchmarks/report.py``) judge, the training steps with Identity, PReLU and
+LSLU, and ``--full`` every variant in both modes. Every variant and provider of one model and mode is timed in turns
 (``run.measure_in_turns``: one step of each per round), so the machine's load
 weighs on all of them alike. Per row: median and 20%/80% quantiles; ×PReLU,
 the step time over the PReLU model's (same model, mode and provider); and the
@@ -264,13 +266,15 @@ def _recompile_limit(n: int):
     return config.patch({name: max(n, getattr(config, name))})
 
 
-def compiled_variants(variants_: list[Variant], sweep: str) -> list[Variant]:
-    """The variants compiled: all with --full, else the bases and the activations the targets name
-    (Inductor takes a minute per ResNet training graph on a loaded 2-core CPU)."""
+def compiled_variants(variants_: list[Variant], sweep: str, mode: str) -> list[Variant]:
+    """The variants compiled in ``mode``: all with --full, else what the targets judge, their activations and
+    the bases in their modes (Inductor takes about a minute per ResNet training graph on a 2-core CPU)."""
     if sweep == "full":
         return variants_
-    named = {target[1] for target in run._report().MODEL_TARGETS}
-    return [v for v in variants_ if v.activation in (BASE, PRELU, *named)]
+    targets = run._report().MODEL_TARGETS
+    if mode not in {target[2] for target in targets}:
+        return []
+    return [v for v in variants_ if v.activation in (BASE, PRELU, *(target[1] for target in targets))]
 
 
 def measure_models(device: torch.device, sweep: str = "default", min_time: float = 0.5, *,
@@ -288,7 +292,6 @@ def measure_models(device: torch.device, sweep: str = "default", min_time: float
         _backends.resolve(name, device, "models.py")  # a clear error for a backend that cannot run here
     chosen = [v for v in variants(device, backends)
               if activations is None or v.activation in (*activations, BASE, PRELU)]
-    compiled = compiled_variants(chosen, sweep)
     if provider_names is None:
         provider_names = providers(device, sweep)
     elif REDUCE_OVERHEAD in provider_names and device.type != "cuda":
@@ -298,14 +301,15 @@ def measure_models(device: torch.device, sweep: str = "default", min_time: float
         model, shape = MODELS[name], shapes(device, sweep)[name]
         for mode in modes:
             torch._dynamo.reset()  # a fresh compile per model and mode
+            compiled = compiled_variants(chosen, sweep, mode)
             todo = [(v, p) for p in provider_names for v in (chosen if p == EAGER else compiled)]
             if console is not None:
                 console.print(f"{name} {mode} {'x'.join(map(str, shape))}: building, compiling and timing "
                               f"{len(todo)} steps in turns", highlight=False)
-            steps, notes = {}, {}
+            steps, notes, failed = {}, {}, {}  # notes per (variant, provider); failed: provider -> why
             with _recompile_limit(4 * len(chosen)):
                 for variant, provider in todo:
-                    if provider in notes and notes[provider].startswith("failed"):
+                    if provider in failed:
                         continue
                     step = make_step(model, variant, shape, mode, provider, device)
                     skips = _cudagraph_skips()
@@ -314,9 +318,9 @@ def measure_models(device: torch.device, sweep: str = "default", min_time: float
                     except Exception as exc:
                         if provider != REDUCE_OVERHEAD:
                             raise
-                        # reduce-overhead fails as a whole: none of its steps is timed
-                        notes[provider] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-                        steps = {k: s for k, s in steps.items() if k[1] != provider}
+                        # reduce-overhead is left out as a whole, so that its rows compare like with like
+                        failed[provider] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                        steps = {key: s for key, s in steps.items() if key[1] != provider}
                         continue
                     if provider == REDUCE_OVERHEAD and _cudagraph_skips() > skips:
                         notes[variant, provider] = "Inductor skipped CUDA graphs for some of its graphs"
@@ -333,7 +337,7 @@ def measure_models(device: torch.device, sweep: str = "default", min_time: float
             if save_to is not None:
                 run.append_rows(save_to, group, FIELDS)
             if console is not None:
-                console.print(table(group, {k: n for k, n in notes.items() if isinstance(k, str)}))
+                console.print(table(group, failed))
     return rows
 
 
@@ -349,8 +353,9 @@ def measure_in_turns(steps: dict, device: torch.device, min_time: float) -> dict
     return {keys[name]: result for name, result in timed.items()}
 
 
-def table(rows: list[dict], notes: dict | None = None) -> Table:
-    """One model and mode: per activation, each provider's median ms, ×PReLU and activation share."""
+def table(rows: list[dict], failed: dict[str, str] | None = None) -> Table:
+    """One model and mode: per activation, each provider's median ms, ×PReLU and activation share; the
+    caption says which providers failed and the rows' notes."""
     first = rows[0]
     title = (f"{first['model']} {first['mode']} {first['dtype']} {first['shape']}: median ms (q20–q80) "
              r"\[×PReLU] activations' share of the step (step − Identity step) / step")
@@ -372,7 +377,7 @@ def table(rows: list[dict], notes: dict | None = None) -> Table:
             cells.append(escape(f"{float(r['median_ms']):.2f} ({float(r['q20_ms']):.2f}–{float(r['q80_ms']):.2f}) "
                                 f"[{ratio}] {share}"))
         table.add_row(escape(f"{activation} [{backend}]" if backend else activation), *cells)
-    captions = [f"{provider}: {note}" for provider, note in (notes or {}).items()]
+    captions = [f"{provider}: {why}" for provider, why in (failed or {}).items()]
     captions += [f"{r['activation']} {r['provider']}: {r['note']}" for r in rows if r["note"]]
     table.caption = escape("; ".join(captions)) or None
     return table

@@ -189,6 +189,18 @@ def test_model_variants_replace_every_activation():
                 assert getattr(m, "_realigned", True), f"{variant.label} still in its ReLU phase"
 
 
+def test_model_benchmark_compiles_what_the_targets_judge_by_default():
+    """A ResNet training graph takes Inductor about a minute on a 2-core CPU: the default run compiles the
+    targets' activation and the two bases in the targets' mode; --full compiles everything."""
+    models, report = _load("models"), _load("report")
+    every = models.variants(torch.device("cpu"))
+    for mode in models.MODES:
+        assert models.compiled_variants(every, "full", mode) == every
+        targets = [t for t in report.MODEL_TARGETS if t[2] == mode]
+        expected = {"Identity", "PReLU", *(t[1] for t in targets)} if targets else set()
+        assert {v.activation for v in models.compiled_variants(every, "default", mode)} == expected, mode
+
+
 def test_report_judges_the_model_target_on_gpus_only(tmp_path):
     report = _load("report")
     rows = [dict(model="resnet", activation="LSLU", backend="cuda", provider=provider, mode="train-step",
