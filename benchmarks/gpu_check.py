@@ -191,9 +191,9 @@ def plan(args, info: dict) -> list[Step]:
              "the benchmark subset that judges the GPU targets, each case saved as it finishes",
              group="sanitizers" if dry else None, keep=20 if dry else 120),
         Step("models", models, 60 if dry else 150,
-             "the model-level benchmark: training steps of a small CNN and a transformer MLP block with LSLU, "
-             "PReLU and no activation, eager and compiled, each model saved as it finishes",
-             # a dry run's runs beside the benchmark, whose reserve covers both
+             "the model-level benchmark's training steps of a small CNN and a transformer MLP block (on a GPU "
+             "LSLU, PReLU and no activation, eager, compiled, CUDA graphs), each model saved as it finishes",
+             # in a dry run it runs beside the benchmark, whose reserve covers both
              group="sanitizers" if dry else None, keep=0 if dry else 60,
              # beside the tests on a 2-core machine, OpenMP's barriers wait for descheduled threads: a dry
              # run times nothing, so one thread
