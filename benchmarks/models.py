@@ -304,8 +304,9 @@ def measure_models(device: torch.device, sweep: str = "default", min_time: float
             compiled = compiled_variants(chosen, sweep, mode)
             todo = [(v, p) for p in provider_names for v in (chosen if p == EAGER else compiled)]
             if console is not None:
-                console.print(f"{name} {mode} {'x'.join(map(str, shape))}: building, compiling and timing "
-                              f"{len(todo)} steps in turns", highlight=False)
+                compiles = sum(p != EAGER for _, p in todo)
+                console.print(f"{name} {mode} {'x'.join(map(str, shape))}: {len(todo)} steps timed in turns"
+                              + (f", {compiles} of them compiled first" if compiles else ""), highlight=False)
             steps, notes, failed = {}, {}, {}  # notes per (variant, provider); failed: provider -> why
             with _recompile_limit(4 * len(chosen)):
                 for variant, provider in todo:
