@@ -26,12 +26,16 @@ under compute-sanitizer's memcheck, initcheck and racecheck beside the whole
 test suite (junit XML in DIR); then the benchmark subset that judges the GPU
 targets (every op, float32 and bfloat16, NCHW, channels-last and (B, L, C),
 tensors of at least 64 MB) appended to ``benchmarks/results/<gpu>.csv`` case by
-case, the plots and the README's results section regenerated, and copies of the
-CSV, plots, README.md and its diff in ``DIR/results``.
+case, the model-level benchmark's training steps (``benchmarks/models.py``: LSLU,
+PReLU and no activation, eager, compiled and with CUDA graphs) appended to
+``benchmarks/results/models-<gpu>.csv``, the plots and the README's results
+section regenerated, and copies of the CSVs, plots, README.md and its diff in
+``DIR/results``.
 
 ``--dry-run`` runs the same list against the CPU backends (cpu, reference, the
 Triton interpreter where cheap) with tiny sizes, a small test selection and a
-one-case benchmark written to DIR; the GPU-only steps are reported as skipped.
+one-case benchmark and the model-level benchmark's eager training steps at
+tiny sizes written to DIR; the GPU-only steps are reported as skipped.
 Every step's timeout is also cut to what is left of ``--budget``, keeping time
 for the benchmark, the plots and the report, so the whole run stays inside the
 budget; SIGINT stops the running steps and records them.
@@ -62,6 +66,10 @@ GRACE = 15  # seconds between SIGINT (pytest and the runner write what they have
 # The benchmark subset that judges the GPU targets: tensors of at least 64 MB in float32 and bfloat16
 # (64x256x56x56: 205 / 103 MB; 16x2048x1024: 134 / 67 MB), every op, the three layouts.
 BENCH_SHAPES = ["64x256x56x56", "16x2048x1024"]
+# The model-level benchmark's GPU subset (benchmarks/models.py; Identity and PReLU always run): the MLP block
+# first, whose graphs compile fastest.
+MODEL_BENCH_MODELS = ["mlp-block", "resnet"]
+MODEL_BENCH_ACTIVATIONS = ["LSLU"]
 SANITIZER_TOOLS = ("memcheck", "initcheck", "racecheck")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 
@@ -173,17 +181,32 @@ def plan(args, info: dict) -> list[Step]:
     steps.append(Step("pytest", pytest, 60 if dry else 150,
                       "the test suite on every available backend (Triton compiled on a GPU)", group="sanitizers"))
     bench_csv = out / "bench" / "cpu-dry-run.csv"
+    # The activation sweep only: the model-level benchmark is a step of its own.
     if dry:
         bench = [PY, "benchmarks/run.py", "--smoke", "--ops", "pvlu", "--dtypes", "float32", "--layouts", "nchw",
-                 "--providers", "cpu", "--min-time", "0", "--out", str(bench_csv)]
+                 "--providers", "cpu", "--min-time", "0", "--out", str(bench_csv), "--no-models"]
+        models = [PY, "benchmarks/models.py", "--smoke", "--modes", "train-step", "--min-time", "0",
+                  "--out", str(bench_csv.with_name("models-" + bench_csv.name))]
     else:
         bench = [PY, "benchmarks/run.py", "--full", "--dtypes", "float32", "bfloat16", "--layouts", "nchw",
-                 "channels_last", "blc", "--shapes", *BENCH_SHAPES, "--min-time", "0.1"]
+                 "channels_last", "blc", "--shapes", *BENCH_SHAPES, "--min-time", "0.1", "--no-models"]
+        # The model-level target's cases: the training step of both models with LSLU on the default
+        # backend, eager, torch.compile and reduce-overhead; appended to benchmarks/results/models-<gpu>.csv.
+        models = [PY, "benchmarks/models.py", "--full", "--models", *MODEL_BENCH_MODELS, "--modes", "train-step",
+                  "--activations", *MODEL_BENCH_ACTIVATIONS, "--backends", "default", "--min-time", "0.2"]
     steps += [
         # On a GPU the benchmark runs alone (it times); a dry run times nothing, so it runs beside the tests.
         Step("bench", bench, 60 if dry else 300,
              "the benchmark subset that judges the GPU targets, each case saved as it finishes",
              group="sanitizers" if dry else None, keep=20 if dry else 120),
+        Step("models", models, 60 if dry else 150,
+             "the model-level benchmark's training steps of a small CNN and a transformer MLP block (on a GPU "
+             "LSLU, PReLU and no activation, eager, compiled, CUDA graphs), each model saved as it finishes",
+             # in a dry run it runs beside the benchmark, whose reserve covers both
+             group="sanitizers" if dry else None, keep=0 if dry else 60,
+             # beside the tests on a 2-core machine, OpenMP's barriers wait for descheduled threads: a dry
+             # run times nothing, so one thread
+             env={"OMP_NUM_THREADS": "1"} if dry else {}),
         Step("plot", [PY, "benchmarks/plot.py", *([str(bench_csv), "--out-dir", str(out / "plots")] if dry else [])],
              20, "the plots of the results", keep=20),
         Step("report", [PY, "benchmarks/report.py", *(["--results-dir", str(bench_csv.parent)] if dry
@@ -380,13 +403,15 @@ def collect(check: Check):
         shutil.copy2(file, check.out / "results" / file.name)
     diff = subprocess.run(["git", "diff", "--", "README.md"], cwd=ROOT, capture_output=True, text=True)
     (check.out / "README.diff").write_text(diff.stdout if diff.returncode == 0 else f"git diff failed: {diff.stderr}")
-    rows = []  # rows this run appended (the runner stamps each with its start time)
+    rows, model_rows = [], []  # rows this run appended (the runners stamp each with its start time)
     for file in written:
         if file.suffix == ".csv":
             with file.open(newline="") as f:
-                rows += [r for r in csv.DictReader(f) if r.get("timestamp", "") >= check.started_at]
+                new = [r for r in csv.DictReader(f) if r.get("timestamp", "") >= check.started_at]
+            (model_rows if file.name.startswith("models-") else rows).extend(new)
     cases = len({(r["op"], r["dtype"], r["shape"], r["layout"]) for r in rows})
-    check.record(Result("collect", "pass", f"{len(rows)} benchmark rows ({cases} cases) from this run; copied "
+    check.record(Result("collect", "pass", f"{len(rows)} benchmark rows ({cases} cases) and {len(model_rows)} "
+                        f"model-level rows from this run; copied "
                         f"{', '.join(f.name for f in written) or 'nothing'} to results/; README.diff "
                         f"{len(diff.stdout.splitlines())} lines", "copies of what the run wrote in the repository"))
 

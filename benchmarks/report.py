@@ -37,19 +37,35 @@ GPU_BANDWIDTH_TARGETS = [
     (4, "pwlu N=16", "forward", 90), (4, "pwlu N=16", "backward", 70),
 ]
 GPU_COMPILE_TARGETS = [(3, "lslu S=1", 1.3), (3, "lslu S=3", 1.3)]  # forward+backward speedup over torch.compile
+# The model-level benchmark (benchmarks/models.py), GPU only: (issue, activation, mode, providers, bound on the
+# step time over the PReLU model's), for each model and kernel backend. A CPU run shows the ratio, no verdict.
+MODEL_TARGETS = [(13, "LSLU", "train-step", ("eager", "torch.compile"), 1.10)]
+MODEL_PREFIX = "models-"  # models-<device>.csv, beside <device>.csv
+MODEL_KEY = ("model", "activation", "backend", "provider", "mode", "dtype", "shape")
 
 
-def load_latest(path: pathlib.Path) -> list[dict]:
+def load_latest(path: pathlib.Path, key: tuple[str, ...] = CASE_KEY) -> list[dict]:
     """The rows of a results CSV, keeping for each case the last one written."""
     with path.open(newline="") as f:
-        latest = {tuple(row[k] for k in CASE_KEY): row for row in csv.DictReader(f)}
+        latest = {tuple(row[k] for k in key): row for row in csv.DictReader(f)}
     return list(latest.values())
 
 
+def _device_order(name: str) -> tuple[bool, str]:
+    return not name.removeprefix(MODEL_PREFIX).startswith("cpu-"), name
+
+
 def result_files(results_dir: pathlib.Path = RESULTS_DIR) -> list[pathlib.Path]:
-    """Benchmark results: CPU first, then GPUs by name (the static gate's tables are not benchmarks)."""
-    return sorted((p for p in results_dir.glob("*.csv") if p.name not in GATE_FILES),
-                  key=lambda p: (not p.name.startswith("cpu-"), p.name))
+    """Benchmark results: CPU first, then GPUs by name (the static gate's tables and the model-level
+    benchmark's are not activation benchmarks)."""
+    return sorted((p for p in results_dir.glob("*.csv")
+                   if p.name not in GATE_FILES and not p.name.startswith(MODEL_PREFIX)),
+                  key=lambda p: _device_order(p.name))
+
+
+def model_files(results_dir: pathlib.Path = RESULTS_DIR) -> list[pathlib.Path]:
+    """The model-level benchmark's results, CPU first."""
+    return sorted(results_dir.glob(MODEL_PREFIX + "*.csv"), key=lambda p: _device_order(p.name))
 
 
 # The static GPU gate's tables (benchmarks/gate_triton.py and the CUDA extension's gate), one row per
@@ -209,6 +225,56 @@ def target_lines(path: pathlib.Path, rows: list[dict], history: list[dict] = ())
     return lines
 
 
+def model_target_lines(path: pathlib.Path, rows: list[dict]) -> list[str]:
+    """The model-level targets (``MODEL_TARGETS``): on a GPU each measured ratio with its verdict; on a CPU
+    the ratio alone (the issue sets them for GPUs, where the activations are a larger share of the step)."""
+    on_cpu = path.name.removeprefix(MODEL_PREFIX).startswith("cpu-")
+    lines = []
+    for issue, activation, mode, providers, bound in MODEL_TARGETS:
+        for provider in providers:
+            measured = [r for r in rows if (r["activation"], r["mode"], r["provider"]) == (activation, mode, provider)
+                        and r["x_prelu"]]
+            head = f"- issue {issue}: {activation} model's {mode} ≤ {bound:.2f}× the PReLU model's, {provider}"
+            if not measured:
+                lines.append(f"{head}: not measured")
+            for r in measured:
+                ratio = float(r["x_prelu"])
+                verdict = ("no verdict on a CPU (a GPU target)" if on_cpu
+                           else "met" if ratio <= bound else "MISSED")
+                lines.append(f"{head}, {r['model']} `{r['backend']}` {r['shape']}: {ratio:.2f}× — {verdict}")
+    return lines
+
+
+def model_section(path: pathlib.Path) -> list[str]:
+    """One model-level results file: its runs, the targets, and per model and mode a table of the variants."""
+    rows = load_latest(path, MODEL_KEY)
+    lines = [f"### Model-level benchmark, {rows[0]['device']}", "",
+             f"`{_shown(path)}` (`benchmarks/models.py`), the latest row of each case, from:", ""]
+    runs = {}
+    for r in rows:
+        runs.setdefault(r["timestamp"], [r, 0])[1] += 1
+    for timestamp, (r, count) in sorted(runs.items()):
+        lines.append(f"- {timestamp[:16].replace('T', ' ')} UTC, commit {r['commit']}, torch {r['torch']}, "
+                     f"triton {r['triton']}: {count} rows")
+    targets = model_target_lines(path, rows)
+    lines += ["", "Targets:", "", *targets, ""] if targets else [""]
+    providers = list(dict.fromkeys(r["provider"] for r in rows))
+    header = ["model", "mode", "shape", "activation [backend]"] + [
+        f"{p} {column}" for p in providers for column in ("ms", "×PReLU", "share %")]
+    lines += ["Median ms of the step, its ratio to the PReLU model's and the activations' share of it "
+              "((step − step with nn.Identity) / step):", "",
+              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    by_key = {tuple(r[k] for k in MODEL_KEY): r for r in rows}
+    for model, mode, dtype, shape, activation, backend in dict.fromkeys(
+            (r["model"], r["mode"], r["dtype"], r["shape"], r["activation"], r["backend"]) for r in rows):
+        cells = [model, mode, shape, f"{activation} [{backend}]" if backend else activation]
+        for p in providers:
+            r = by_key.get((model, activation, backend, p, mode, dtype, shape))
+            cells += ["–"] * 3 if r is None else [_ms(r), r["x_prelu"] or "–", r["activation_share_pct"] or "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _shown(path: pathlib.Path) -> pathlib.Path:
     """``path`` relative to the repository when inside it (results elsewhere: a dry run's)."""
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
@@ -247,6 +313,8 @@ def section(results_dir: pathlib.Path = RESULTS_DIR) -> str:
              "the autograd graph keeps for backward.", ""]
     for path in result_files(results_dir):
         lines += device_section(path)
+    for path in model_files(results_dir):
+        lines += model_section(path)
     lines += gate_section(results_dir)
     return "\n".join(lines + [END])
 

@@ -33,7 +33,9 @@ issues set (``benchmarks/report.py``) with their verdicts at the end. Rows are
 appended to ``benchmarks/results/local/<device>.csv`` (ignored by git), with
 ``--full`` to the committed ``benchmarks/results/<device>.csv``, or to
 ``--out``; ``benchmarks/plot.py`` draws them and ``benchmarks/report.py``
-writes the README's results section from the committed ones.
+writes the README's results section from the committed ones. Then the
+model-level benchmark (``benchmarks/models.py``, ``--no-models`` skips it) times
+small models with every activation, its rows in ``models-<device>.csv`` beside.
 """
 
 import argparse
@@ -376,18 +378,18 @@ def results_path(device: torch.device) -> pathlib.Path:
     return RESULTS_DIR / (re.sub(r"[^A-Za-z0-9]+", "-", slug).strip("-").lower() + ".csv")
 
 
-def append_rows(path: pathlib.Path, rows: list[dict]) -> None:
-    """Append to ``path``, writing the header for a new file; refuse a file with other columns."""
+def append_rows(path: pathlib.Path, rows: list[dict], fields: list[str] = FIELDS) -> None:
+    """Append to ``path``, writing the header for a new file; refuse a file with other columns than ``fields``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.stat().st_size:
         with path.open(newline="") as f:
             header = next(csv.reader(f))
-        if header != FIELDS:
-            raise SystemExit(f"{path} has columns {header}, this runner writes {FIELDS}; "
+        if header != fields:
+            raise SystemExit(f"{path} has columns {header}, this runner writes {fields}; "
                              "pass --out to write elsewhere")
     new = not path.exists() or not path.stat().st_size
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         if new:
             writer.writeheader()
         writer.writerows(rows)
@@ -395,7 +397,12 @@ def append_rows(path: pathlib.Path, rows: list[dict]) -> None:
 
 def _report():
     """benchmarks/report.py, which holds the targets (loaded from beside this file: run.py is a script)."""
-    spec = importlib.util.spec_from_file_location("report", pathlib.Path(__file__).with_name("report.py"))
+    return _sibling("report")
+
+
+def _sibling(name: str):
+    """benchmarks/<name>.py, loaded from beside this file."""
+    spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -423,6 +430,8 @@ def main(argv=None):
                         help="CSV to append to (default: benchmarks/results/local/<device>.csv, "
                              "with --full benchmarks/results/<device>.csv)")
     parser.add_argument("--no-save", action="store_true", help="print the tables only")
+    parser.add_argument("--no-models", action="store_true",
+                        help="skip the model-level benchmark (benchmarks/models.py) that follows the sweep")
     args = parser.parse_args(argv)
     sweep = "full" if args.full else "smoke" if args.smoke else "default"
 
@@ -514,6 +523,16 @@ def main(argv=None):
             console.print(line, markup=False, highlight=False)
     if save:
         console.print(f"appended {len(rows)} rows to {path}")
+    if not args.no_models:
+        _sibling("models").main(models_argv(sweep, path if save else None, args.min_time), console=console)
+
+
+def models_argv(sweep: str, path: pathlib.Path | None, min_time: float | None) -> list[str]:
+    """The model-level benchmark's arguments after this run: the same sweep and --min-time, its rows in
+    models-<name>.csv beside this run's file (``path``; None: nothing saved)."""
+    return ([f"--{sweep}"] if sweep != "default" else []) \
+        + (["--no-save"] if path is None else ["--out", str(path.with_name("models-" + path.name))]) \
+        + ([] if min_time is None else ["--min-time", str(min_time)])
 
 
 def summary_table(rows: list[dict], timed_modes: tuple[str, ...] = MODES) -> Table:

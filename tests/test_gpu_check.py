@@ -17,10 +17,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 REQUIRED_STEPS = {"build", "backends", "graph_cuda", "graph_triton", "stream", "second_device", "determinism",
                   "compiled", "families_float32", "families_float64", "families_float16", "families_bfloat16",
                   "memcheck_cuda", "memcheck_triton", "initcheck_cuda", "initcheck_triton", "racecheck_cuda",
-                  "racecheck_triton", "pytest", "bench", "plot", "report"}
+                  "racecheck_triton", "pytest", "bench", "models", "plot", "report"}
 # Steps a CPU can run: a dry run must pass them (the others are skipped, saying why).
-CPU_STEPS = {"info", "backends", "determinism", "compiled", "families_float32", "families_float64", "families_float16",
-             "families_bfloat16", "pytest", "bench", "plot", "report"}
+CPU_STEPS = {"info", "backends", "determinism", "compiled", "families_float32", "families_float64",
+             "families_float16", "families_bfloat16", "pytest", "bench", "models", "plot", "report"}
 
 
 def _load():
@@ -83,6 +83,9 @@ def test_summary_lists_every_planned_step_with_a_log(dry_run):
         assert summary[key], f"summary lacks {key}"
     rows = (out / "bench" / "cpu-dry-run.csv").read_text().splitlines()
     assert len(rows) > 1 and rows[0].startswith("op,provider,mode"), "the dry run's benchmark CSV"
+    model_rows = (out / "bench" / "models-cpu-dry-run.csv").read_text().splitlines()
+    assert len(model_rows) > 1 and model_rows[0].startswith("model,activation,backend"), "the model-level CSV"
+    assert "### Model-level benchmark" in (out / "report.log").read_text(), "the dry run's report of the models"
     assert sorted(p.name for p in (out / "plots").iterdir()) == ["cpu-dry-run-bandwidth.png", "cpu-dry-run-speedup.png"]
 
 
@@ -211,3 +214,13 @@ def test_gpu_plan_on_an_h200():
         {(op.label, dtype, layout) for op in run.OPS for dtype in ("float32", "bfloat16")
          for layout in ("nchw", "channels_last", "blc")}
     assert min(c.nbytes for c in chosen) >= 64e6, "a benchmark case under 64 MB"
+    # The model-level step times what the model targets judge: their activations and modes, on the
+    # default backend, with every provider (eager, torch.compile, reduce-overhead), into the committed file.
+    models = steps["models"].command
+    assert models[1] == "benchmarks/models.py" and "--full" in models and "--providers" not in models
+    assert models[models.index("--backends") + 1:][:1] == ["default"]
+    spec = importlib.util.spec_from_file_location("report", ROOT / "benchmarks" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    for _, activation, mode, _, _ in report.MODEL_TARGETS:
+        assert activation in models[models.index("--activations") + 1:] and mode in models, (activation, mode)
