@@ -20,7 +20,8 @@ it so that the Triton checks still run), check that ``cuda`` and ``triton``
 are available; CUDA-graph capture as the first use of the kernels in a fresh
 process, a side stream, a second device, bitwise determinism of the backward
 at a size with many blocks, every kernel family once (both index types, packed
-and scalar, every dtype) against the float64 reference; the same families
+and scalar, every dtype) against the float64 reference; ``torch.compile(mode="reduce-overhead")`` (CUDA
+graphs) of models using every op against eager; the same families
 under compute-sanitizer's memcheck, initcheck and racecheck beside the whole
 test suite (junit XML in DIR); then the benchmark subset that judges the GPU
 targets (every op, float32 and bfloat16, NCHW, channels-last and (B, L, C),
@@ -136,6 +137,14 @@ def plan(args, info: dict) -> list[Step]:
                              "--size", "small" if dry else "large"], 120,
              "forward and backward twice at a size with many blocks: the same bits", group="checks"),
     ]
+    # torch.compile over models using every op: CUDA graphs on a GPU; a dry run traces the activation chain on
+    # the cpu backend with aot_eager (Inductor's C++ builds would take much of its budget from the other steps).
+    steps.append(Step("compiled", [*driver, "compiled", "--backends", *(["cpu"] if dry else kernels),
+                                   *(["--mode", "default", "--models", "chain-float32", "--compiler", "aot_eager"]
+                                     if dry else ["--mode", "reduce-overhead"])], 60 if dry else 180,
+                      "torch.compile(mode='reduce-overhead') of models using every op, forward and backward: "
+                      "equal to eager (output and grad_input bitwise), no CUDA graph skipped, and the triton "
+                      "backend's kernels launched from Inductor's code", group="checks"))
     # Every kernel family once, without a sanitizer: one process per dtype, at the same time. On a GPU
     # this also fills the Triton cache that the sanitizer runs then read (no compiling under them).
     # A dry run takes the Triton interpreter through float32 only (the test suite runs it on all dtypes).

@@ -7,6 +7,7 @@
     python benchmarks/gpu_driver.py stream --backends cuda triton
     python benchmarks/gpu_driver.py devices --backends cuda triton
     python benchmarks/gpu_driver.py determinism --backends cuda triton
+    python benchmarks/gpu_driver.py compiled --backends cuda triton --mode reduce-overhead
 
 Each prints one line per case and exits 0 when every case passed, 1 when one
 failed, and 77 (printing ``SKIP: reason`` last) when the machine cannot run it.
@@ -27,6 +28,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -456,6 +458,102 @@ def determinism(args):
     tally.finish("determinism")
 
 
+COMPILED_MODELS = ("chain-float32", "chain-bfloat16", "layer-float64")
+
+
+def _activation_chain(backend: str, channels: int, device, dtype) -> torch.nn.Module:
+    """Every op as a module, one after the other (PWLU realigned: phase II computes the op)."""
+    import lslu_kernels as lk
+    pwlu = lk.PWLU(channels, backend=backend, device=device, dtype=dtype)
+    pwlu.realign()
+    chain = torch.nn.Sequential(lk.LSLU(channels, backend=backend, device=device, dtype=dtype),
+                                lk.PVLU(channels, alpha=0.3, backend=backend, device=device, dtype=dtype), pwlu,
+                                lk.LSLU(None, backend=backend, device=device, dtype=dtype))
+    with torch.no_grad():  # away from the identity, so that every parameter matters
+        for parameter in chain.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return chain
+
+
+def _step(model: torch.nn.Module, x: torch.Tensor, grad_output: torch.Tensor) -> list[torch.Tensor]:
+    """[y, grad_input, *parameter grads] of one forward and backward, copied out (CUDA-graph outputs are
+    overwritten by the next replay)."""
+    for parameter in model.parameters():
+        parameter.grad = None
+    leaf = x.detach().requires_grad_()
+    y = model(leaf)
+    y.backward(grad_output)
+    return [y.detach().clone(), leaf.grad.clone(), *(p.grad.clone() for p in model.parameters())]
+
+
+def compiled(args):
+    """``torch.compile(mode=...)`` over models using every op, forward and backward, three steps on new inputs
+    each (with ``reduce-overhead`` the later ones replay CUDA graphs): a chain of the four activation modules
+    (float32, bfloat16), whose output and input gradient must equal eager's bitwise (the same kernels) and
+    whose parameter gradients (Inductor may sum a backward's partial sums itself) SPEC.md's reduction tolerance
+    of eager's; and the full layer (``LearnableSerieslinearUnit``, float64) within float64 rounding of eager.
+    For the triton backend where it uses its triton ops, the generated code must launch every kernel itself
+    and call no lslu_kernels op; with ``reduce-overhead``, Inductor must have skipped no CUDA graph."""
+    from torch._dynamo.utils import counters
+
+    import lslu_kernels as lk
+    from lslu_kernels import _triton_ops
+    _, _, parity = _project()
+    tally = Tally()
+    for backend in args.backends:
+        device = device_of(backend)
+        # float32 parameters for both input types (bfloat16 activations train with float32 parameters).
+        models = [(f"chain {dtype}", _activation_chain(backend, 16, device, torch.float32), (4, 16, 9, 7),
+                   getattr(torch, dtype)) for dtype in ("float32", "bfloat16")]
+        # In eval mode: BN's running statistics are not updated, so that no buffer mutation (Inductor's business,
+        # not the ops') can keep the graph out of CUDA graphs; the series and the convolution still train.
+        layer = lk.LearnableSerieslinearUnit(16, shared=False, backend=backend, device=device,
+                                             dtype=torch.float64).eval()
+        models.append(("layer float64", layer, (4, 16, 9, 7), torch.float64))
+        for label, model, shape, dtype in models:
+            if label.replace(" ", "-") not in args.models:
+                continue
+            with tally.case(f"{backend} {args.mode} {label}"):
+                torch._dynamo.reset()
+                counters.clear()
+                run = torch.compile(model, backend=args.compiler, fullgraph=True,
+                                    mode=None if args.mode == "default" or args.compiler != "inductor" else args.mode)
+                for step in range(3):
+                    x, grad_output = (torch.randn(shape, device=device, dtype=dtype) for _ in range(2))
+                    torch.compiler.cudagraph_mark_step_begin()
+                    if step == 0 and args.compiler == "inductor":  # (importing Inductor costs a dry run seconds)
+                        from torch._inductor.utils import run_and_get_code
+                        got, codes = run_and_get_code(_step, run, x, grad_output)
+                    else:
+                        got, codes = _step(run, x, grad_output), codes if step else []
+                    expected = _step(model, x, grad_output)
+                    names = ["output", "grad_input", *(f"grad_{n}" for n, _ in model.named_parameters())]
+                    if label.startswith("chain"):
+                        for name, a, b in zip(names[:2], got, expected):
+                            assert same_bits(a, b), f"step {step}: compiled {name} differs from eager " \
+                                                    f"(max |diff| {(a.double() - b.double()).abs().max().item():.3g})"
+                        for name, a, b in zip(names[2:], got[2:], expected[2:]):
+                            parity.assert_reduction(a, b, dtype, b.dtype, f"step {step}: compiled {name}")
+                    else:
+                        for name, a, b in zip(names, got, expected):
+                            torch.testing.assert_close(a, b, msg=f"step {step}: compiled {name} (float64)")
+                launches = [re.findall(r"^\s+(_\w+_kernel)_\d+\.run\(", code, flags=re.M) for code in codes]
+                callbacks = sum(code.count("torch.ops.lslu_kernels.") for code in codes)
+                if backend == "triton" and _triton_ops.in_use:
+                    kernels = {k for found in launches for k in found}
+                    wanted = {f"_{op}_{d}_kernel" for op in (("lslu",) if label.startswith("layer") else
+                                                             ("lslu", "pvlu", "pwlu")) for d in ("forward", "backward")}
+                    assert args.compiler != "inductor" or kernels >= wanted and not callbacks, \
+                        f"generated code launches {sorted(kernels)}, calls lslu_kernels ops {callbacks} times"
+                skips = dict(counters["inductor"]).get("cudagraph_skips", 0)
+                if args.mode == "reduce-overhead" and args.compiler == "inductor":
+                    assert not skips, f"Inductor skipped {skips} CUDA graph(s)"
+                print(f"     {backend} {label}: {len(codes)} generated files, kernels launched from them: "
+                      f"{sorted({k for found in launches for k in found}) or 'none'}, lslu_kernels op calls: "
+                      f"{callbacks}, CUDA graphs skipped: {skips}", flush=True)
+    tally.finish(f"compiled ({args.mode})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -483,6 +581,13 @@ def main(argv=None):
     p.add_argument("--dtypes", nargs="+", choices=DTYPE_NAMES, default=["float32", "bfloat16"])
     p.add_argument("--size", choices=("tiny", "small", "large"), default="large")
     p.set_defaults(run=determinism)
+    p = sub.add_parser("compiled")
+    p.add_argument("--backends", nargs="+", required=True)
+    p.add_argument("--mode", choices=("default", "reduce-overhead"), default="reduce-overhead")
+    p.add_argument("--models", nargs="+", choices=COMPILED_MODELS, default=list(COMPILED_MODELS))
+    p.add_argument("--compiler", choices=("inductor", "aot_eager"), default="inductor",
+                   help="torch.compile's backend (aot_eager: the same tracing without Inductor's code, quicker)")
+    p.set_defaults(run=compiled)
     args = parser.parse_args(argv)
     args.run(args)
 

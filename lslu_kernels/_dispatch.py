@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import _backends, _layout, registry
+from . import _backends, _layout, _triton_ops, registry
 from .registry import Activation
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -135,12 +135,16 @@ def define(op: Activation) -> Callable[..., torch.Tensor]:
         raise NotImplementedError(f"{op.name}: double backward (gradients of gradients) is not supported")
 
     backward_op.register_autograd(no_double_backward, setup_context=lambda ctx, inputs, output: None)
+    if _backends.has_kernels("triton", op.name) and _triton_ops.unsupported() is None:
+        _triton_ops.in_use[op.name] = _triton_ops.define(op)[0]
 
     def apply(x, *params, channel_dim: int = 1, backend: str | None = None) -> torch.Tensor:
         channel_dim = _check_inputs(op, x, params, channel_dim)
         backend = _backends.resolve(backend, x.device, op.name)
         if backend == "reference":
             return op.reference(x, *params, channel_dim=channel_dim)
+        if backend == "triton" and op.name in _triton_ops.in_use:  # compiled graphs launch its kernels
+            return _triton_ops.in_use[op.name](x, *params, channel_dim)
         return forward_op(x, *params, channel_dim, backend)
 
     apply.forward_op = forward_op

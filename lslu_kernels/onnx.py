@@ -3,7 +3,8 @@
 Each op's translation is its reference (``reference.py``) written with standard
 ONNX operators (opset 18, no custom domain): the same steps in the same order,
 computed in float32 (float64 for float64 inputs) and cast back to ``x``'s dtype.
-The ``backend`` argument of the custom ops names a kernel, so ONNX ignores it.
+The ``backend`` argument of the custom ops names a kernel, so ONNX ignores it; the Triton backend's
+``lslu_kernels::<op>_triton`` ops (``_triton_ops``: the same arguments without ``backend``) share them.
 
 Registered when ``lslu_kernels`` is imported (with onnxscript installed) in
 onnxscript's torch_lib registry, which ``torch.onnx.export(..., dynamo=True)``
@@ -37,7 +38,7 @@ def _per_channel(x, channel_dim: int):
     return lambda p: op.Reshape(p, shape)
 
 
-def lslu(x: TFloat, theta: TFloat, omega: TFloat, channel_dim: int, backend: str) -> TFloat:
+def lslu(x: TFloat, theta: TFloat, omega: TFloat, channel_dim: int, backend: str = "") -> TFloat:
     along = _per_channel(x, channel_dim)
     stages = theta.shape[0]
     _, xc, theta, omega = _compute(x, theta, omega)
@@ -49,7 +50,7 @@ def lslu(x: TFloat, theta: TFloat, omega: TFloat, channel_dim: int, backend: str
     return op.CastLike(r, x)
 
 
-def pvlu(x: TFloat, alpha: TFloat, beta: TFloat, channel_dim: int, backend: str) -> TFloat:
+def pvlu(x: TFloat, alpha: TFloat, beta: TFloat, channel_dim: int, backend: str = "") -> TFloat:
     along = _per_channel(x, channel_dim)
     _, xc, alpha, beta = _compute(x, alpha, beta)
     a, b = along(alpha), along(beta)
@@ -57,7 +58,7 @@ def pvlu(x: TFloat, alpha: TFloat, beta: TFloat, channel_dim: int, backend: str)
 
 
 def pwlu(x: TFloat, points: TFloat, left_bound: TFloat, right_bound: TFloat, left_slope: TFloat,
-         right_slope: TFloat, channel_dim: int, backend: str) -> TFloat:
+         right_slope: TFloat, channel_dim: int, backend: str = "") -> TFloat:
     along = _per_channel(x, channel_dim)
     rows, intervals = points.shape[0], points.shape[1] - 1
     dtype, xc, points, *bounds_and_slopes = _compute(x, points, left_bound, right_bound, left_slope, right_slope)
@@ -88,8 +89,11 @@ _TRANSLATIONS = {"lslu": lslu, "pvlu": pvlu, "pwlu": pwlu}
 
 def translation_table() -> dict:
     """``{custom op: translation}``, as ``torch.onnx.export(..., custom_translation_table=...)`` takes it."""
-    return {getattr(torch.ops.lslu_kernels, name).default: fn for name, fn in _TRANSLATIONS.items()}
+    ops = torch.ops.lslu_kernels
+    names = [n for name in _TRANSLATIONS for n in (name, f"{name}_triton") if hasattr(ops, n)]
+    return {getattr(ops, name).default: _TRANSLATIONS[name.removesuffix("_triton")] for name in names}
 
 
 for _name, _translation in _TRANSLATIONS.items():
     torch_op(f"lslu_kernels::{_name}", trace_only=True)(_translation)
+    torch_op(f"lslu_kernels::{_name}_triton", trace_only=True)(_translation)

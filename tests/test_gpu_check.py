@@ -15,12 +15,12 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # What a GPU session must find in the summary (the list), whatever else the plan holds.
 REQUIRED_STEPS = {"build", "backends", "graph_cuda", "graph_triton", "stream", "second_device", "determinism",
-                  "families_float32", "families_float64", "families_float16", "families_bfloat16",
+                  "compiled", "families_float32", "families_float64", "families_float16", "families_bfloat16",
                   "memcheck_cuda", "memcheck_triton", "initcheck_cuda", "initcheck_triton", "racecheck_cuda",
                   "racecheck_triton", "pytest", "bench", "models", "plot", "report"}
 # Steps a CPU can run: a dry run must pass them (the others are skipped, saying why).
-CPU_STEPS = {"info", "backends", "determinism", "families_float32", "families_float64", "families_float16",
-             "families_bfloat16", "pytest", "bench", "models", "plot", "report"}
+CPU_STEPS = {"info", "backends", "determinism", "compiled", "families_float32", "families_float64",
+             "families_float16", "families_bfloat16", "pytest", "bench", "models", "plot", "report"}
 
 
 def _load():
@@ -201,6 +201,9 @@ def test_gpu_plan_on_an_h200():
             assert command[:3] == [info["compute_sanitizer"], "--tool", tool] and "families" in command
             assert command[command.index("--backends") + 1] == backend
     assert steps["graph_cuda"].env["TRITON_CACHE_DIR"] != steps["graph_triton"].env["TRITON_CACHE_DIR"]
+    compiled = steps["compiled"].command
+    assert compiled[compiled.index("--backends") + 1:compiled.index("--mode")] == ["cuda", "triton"]
+    assert compiled[compiled.index("--mode") + 1] == "reduce-overhead" and "--compiler" not in compiled, compiled
     sys.path.insert(0, str(ROOT / "benchmarks"))
     run = importlib.import_module("run")
     bench = steps["bench"].command

@@ -70,6 +70,12 @@ def load_channel(P, c, c_mask, p_stride_c, COMPUTE: tl.constexpr):
     return tl.load(P + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)[None, :, None]
 
 
+def launch_directly(kernel):
+    """How a host function launches ``kernel`` unless told otherwise: as it is. ``lslu_kernels._triton_ops``
+    passes ``torch.library.wrap_triton`` instead, so that a traced call records each launch in the graph."""
+    return kernel
+
+
 def channel_stride(p: torch.Tensor) -> int:
     """1 for per-channel parameters (channels on axis 0), 0 for shared ones (size 1 there)."""
     return 0 if p.shape[0] == 1 else 1

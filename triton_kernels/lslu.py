@@ -6,7 +6,7 @@ import triton.language as tl
 
 from .._layout import sum_partials
 from ..reference import compute_dtype
-from .common import compute_type, reduction_programs, relu, tile_config, tile_offsets
+from .common import compute_type, launch_directly, reduction_programs, relu, tile_config, tile_offsets
 
 # Backward programs run this many warps: the tile's values per thread halve against 4 warps.
 BACKWARD_WARPS = 8
@@ -95,12 +95,12 @@ def _param_strides(theta: torch.Tensor) -> tuple[int, int]:
     return theta.shape[1], (0 if theta.shape[1] == 1 else 1)
 
 
-def lslu_forward(x, theta, omega, *, outer, C, inner):
+def lslu_forward(x, theta, omega, *, outer, C, inner, wrap=launch_directly):
     y = torch.empty_like(x)
     cfg = tile_config(outer, C, inner, x.numel())
     p_stride_s, p_stride_c = _param_strides(theta)
     grid = (cfg["n_tiles"] * cfg["n_c_blocks"],)
-    _lslu_forward_kernel[grid](
+    wrap(_lslu_forward_kernel)[grid](
         x, y, theta, omega, outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], p_stride_s, p_stride_c,
         S=theta.shape[0], COMPUTE=compute_type(x),
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
@@ -108,7 +108,7 @@ def lslu_forward(x, theta, omega, *, outer, C, inner):
     return y
 
 
-def lslu_backward(grad_output, x, theta, omega, *, outer, C, inner):
+def lslu_backward(grad_output, x, theta, omega, *, outer, C, inner, wrap=launch_directly):
     grad_x = torch.empty_like(x)
     S = theta.shape[0]
     s_pow2 = triton.next_power_of_2(S)
@@ -119,7 +119,7 @@ def lslu_backward(grad_output, x, theta, omega, *, outer, C, inner):
     domega_partial = torch.empty((n_programs, S, C), dtype=partial_dtype, device=x.device)
     p_stride_s, p_stride_c = _param_strides(theta)
     grid = (n_programs * cfg["n_c_blocks"],)
-    _lslu_backward_kernel[grid](
+    wrap(_lslu_backward_kernel)[grid](
         x, grad_output, grad_x, theta, omega, dtheta_partial, domega_partial,
         outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, p_stride_s, p_stride_c, S,
         S_POW2=s_pow2, COMPUTE=compute_type(x),

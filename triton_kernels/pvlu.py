@@ -11,7 +11,16 @@ import triton.language as tl
 
 from .._layout import sum_partials
 from ..reference import compute_dtype
-from .common import channel_stride, compute_type, load_channel, reduction_programs, relu, tile_config, tile_offsets
+from .common import (
+    channel_stride,
+    compute_type,
+    launch_directly,
+    load_channel,
+    reduction_programs,
+    relu,
+    tile_config,
+    tile_offsets,
+)
 
 # Backward programs run this many warps: sin and cos of each element (libdevice's accurate ones) and the tile's
 # values spill with 4 warps (16 elements per thread) in channels-last and (B, L, C) tiles.
@@ -76,11 +85,11 @@ def _pvlu_backward_kernel(X, DY, DX, ALPHA, BETA, DALPHA_PARTIAL, DBETA_PARTIAL,
     tl.store(DBETA_PARTIAL + partial, dbeta, mask=c_mask)
 
 
-def pvlu_forward(x, alpha, beta, *, outer, C, inner):
+def pvlu_forward(x, alpha, beta, *, outer, C, inner, wrap=launch_directly):
     y = torch.empty_like(x)
     cfg = tile_config(outer, C, inner, x.numel())
     grid = (cfg["n_tiles"] * cfg["n_c_blocks"],)
-    _pvlu_forward_kernel[grid](
+    wrap(_pvlu_forward_kernel)[grid](
         x, y, alpha, beta, outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], channel_stride(alpha),
         COMPUTE=compute_type(x),
         BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"], BLOCK_I=cfg["BLOCK_I"], INT64=cfg["INT64"],
@@ -89,7 +98,7 @@ def pvlu_forward(x, alpha, beta, *, outer, C, inner):
     return y
 
 
-def pvlu_backward(grad_output, x, alpha, beta, *, outer, C, inner):
+def pvlu_backward(grad_output, x, alpha, beta, *, outer, C, inner, wrap=launch_directly):
     grad_x = torch.empty_like(x)
     cfg = tile_config(outer, C, inner, x.numel())
     n_programs = reduction_programs(x.device, cfg["n_tiles"], cfg["n_c_blocks"])
@@ -97,7 +106,7 @@ def pvlu_backward(grad_output, x, alpha, beta, *, outer, C, inner):
     dalpha_partial = torch.empty((n_programs, C), dtype=partial_dtype, device=x.device)
     dbeta_partial = torch.empty((n_programs, C), dtype=partial_dtype, device=x.device)
     grid = (n_programs * cfg["n_c_blocks"],)
-    _pvlu_backward_kernel[grid](
+    wrap(_pvlu_backward_kernel)[grid](
         x, grad_output, grad_x, alpha, beta, dalpha_partial, dbeta_partial,
         outer, C, inner, cfg["n_i_blocks"], cfg["n_tiles"], n_programs, channel_stride(alpha),
         COMPUTE=compute_type(x),

@@ -35,7 +35,7 @@ import triton.language as tl
 
 from .._layout import sum_partials
 from ..reference import compute_dtype
-from .common import channel_stride, compute_type, reduction_programs, tile_config
+from .common import channel_stride, compute_type, launch_directly, reduction_programs, tile_config
 
 # Tiles on a GPU. Forward: at most TILE_ELEMENTS_GPU elements in FORWARD_WARPS warps. Backward: one
 # pack (at most 16 bytes of elements) per thread of BACKWARD_WARPS warps, and per-program
@@ -348,12 +348,12 @@ def _backward_tile_config(x: torch.Tensor, outer: int, C: int, inner: int, n_pow
     return _sized_tile_config(outer, C, inner, x.numel(), elements, max_channels)
 
 
-def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner):
+def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner, wrap=launch_directly):
     y = torch.empty_like(x)
     cfg = _forward_tile_config(x, outer, C, inner)
     packs = _packs(x, C, inner)
     grid = (cfg["n_tiles"] * cfg["n_c_blocks"],)
-    _pwlu_forward_kernel[grid](
+    wrap(_pwlu_forward_kernel)[grid](
         x, y, points, left_bound, right_bound, left_slope, right_slope,
         outer, packs["C_packs"], packs["inner_packs"], cfg["n_i_blocks"], cfg["n_tiles"], channel_stride(left_bound),
         N=points.shape[1] - 1, COMPUTE=compute_type(x), PACK_C=packs["PACK_C"], PACK_I=packs["PACK_I"],
@@ -362,7 +362,7 @@ def pwlu_forward(x, points, left_bound, right_bound, left_slope, right_slope, *,
     return y
 
 
-def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner):
+def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, right_slope, *, outer, C, inner, wrap=launch_directly):
     grad_x = torch.empty_like(x)
     intervals = points.shape[1] - 1
     n_pow2 = triton.next_power_of_2(intervals + 5)  # bins 0..N and the four per-channel sums
@@ -378,7 +378,7 @@ def pwlu_backward(grad_output, x, points, left_bound, right_bound, left_slope, r
     n_programs = reduction_programs(x.device, cfg["n_tiles"], cfg["n_c_blocks"])
     sums_partial = torch.empty((n_programs, intervals + 5, C), dtype=compute_dtype(x), device=x.device)
     grid = (n_programs * cfg["n_c_blocks"],)
-    _pwlu_backward_kernel[grid](
+    wrap(_pwlu_backward_kernel)[grid](
         x, grad_output, grad_x, points, left_bound, right_bound, left_slope, right_slope,
         sums_partial,
         outer, packs["C_packs"], packs["inner_packs"], cfg["n_i_blocks"], cfg["n_tiles"], n_programs,
