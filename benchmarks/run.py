@@ -393,12 +393,17 @@ def append_rows(path: pathlib.Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _report():
-    """benchmarks/report.py, which holds the targets (loaded from beside this file: run.py is a script)."""
-    spec = importlib.util.spec_from_file_location("report", pathlib.Path(__file__).with_name("report.py"))
+def _beside(name: str):
+    """benchmarks/<name>.py, loaded from beside this file (run.py is a script)."""
+    spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _report():
+    """benchmarks/report.py, which holds the targets."""
+    return _beside("report")
 
 
 def main(argv=None):
@@ -423,6 +428,9 @@ def main(argv=None):
                         help="CSV to append to (default: benchmarks/results/local/<device>.csv, "
                              "with --full benchmarks/results/<device>.csv)")
     parser.add_argument("--no-save", action="store_true", help="print the tables only")
+    parser.add_argument("--no-layer", action="store_true",
+                        help="skip the full layer's fused/unfused comparison (benchmarks/layer.py; CPU only, "
+                             "run when --ops is not given)")
     args = parser.parse_args(argv)
     sweep = "full" if args.full else "smoke" if args.smoke else "default"
 
@@ -514,6 +522,8 @@ def main(argv=None):
             console.print(line, markup=False, highlight=False)
     if save:
         console.print(f"appended {len(rows)} rows to {path}")
+    if device.type == "cpu" and args.ops is None and not args.no_layer:
+        _beside("layer").run(smoke=sweep == "smoke", min_time=min_time, console=console)
 
 
 def summary_table(rows: list[dict], timed_modes: tuple[str, ...] = MODES) -> Table:
