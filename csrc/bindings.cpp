@@ -204,7 +204,7 @@ py::tuple walk_counts_for(int pack, bool rows, int64_t outer, int64_t channels, 
 //                       channels_last, threads)                                  (bias 0: none)
 //   lslu_dwconv_backward(grad_output, x, grad_input, theta, omega, weight, partial, *, <the same sizes>,
 //                        partials, threads)         (partial: grad_theta, grad_omega, grad_weight, grad_bias)
-//   lslu_dwconv_backward_partials(*, batch)
+//   lslu_dwconv_backward_partials(*, <the same sizes>)
 DwconvArgs dwconv_args(const std::string& dtype, int64_t batch, int64_t channels, int64_t height, int64_t width,
                        int stages, bool channels_last, uintptr_t theta, uintptr_t omega, uintptr_t weight) {
   if (stages < 1 || stages > kLsluMaxStages) {
@@ -267,12 +267,13 @@ void define_lslu_dwconv(py::module_& m) {
       py::arg("threads"));
   m.def(
       "lslu_dwconv_backward_partials",
-      [&e](int64_t batch) {
-        DwconvArgs a{};
-        a.batch = batch;
-        return e.backward_partials(a);
+      [&e](const std::string& dtype, int64_t batch, int64_t channels, int64_t height, int64_t width, int stages,
+           bool channels_last) {
+        return e.backward_partials(
+            dwconv_args(dtype, batch, channels, height, width, stages, channels_last, 0, 0, 0));
       },
-      py::kw_only(), py::arg("batch"));
+      py::kw_only(), py::arg("dtype"), py::arg("batch"), py::arg("channels"), py::arg("height"), py::arg("width"),
+      py::arg("stages"), py::arg("channels_last"));
 }
 #endif
 

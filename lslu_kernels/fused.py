@@ -30,7 +30,7 @@ import pathlib
 import torch
 import torch.nn.functional as F
 
-from . import _backends, _layout, reference
+from . import _backends, _dispatch, _layout, reference, registry
 from ._dispatch import FLOAT_DTYPES
 from ._numerics import compute_dtype
 
@@ -61,11 +61,15 @@ def _host(backend: str):
 
 
 def _check_inputs(x, theta, omega, weight, bias):
-    """A clear exception for any bad input (SPEC.md section 3)."""
-    tensors = {"x": x, "theta": theta, "omega": omega, "weight": weight}
-    if bias is not None:
-        tensors["bias"] = bias
-    for name, t in tensors.items():
+    """A clear exception for any bad input (SPEC.md section 3): x, theta and omega as ``lk.lslu`` checks
+    them (its messages name ``lslu``), then the convolution's weight and bias."""
+    if isinstance(x, torch.Tensor) and x.dim() != 4:
+        raise ValueError(f"{NAME}: x must be (N, C, H, W), got shape {tuple(x.shape)}")
+    _dispatch._check_inputs(registry.activation("lslu"), x, (theta, omega), 1)
+    C = x.shape[1]
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None and name == "bias":
+            continue
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{NAME}: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dtype not in FLOAT_DTYPES:
@@ -73,15 +77,6 @@ def _check_inputs(x, theta, omega, weight, bias):
         if t.device != x.device:
             raise ValueError(f"{NAME}: {name} is on {t.device} but x is on {x.device}; "
                              "tensors must be on the same device")
-    if x.dim() != 4:
-        raise ValueError(f"{NAME}: x must be (N, C, H, W), got shape {tuple(x.shape)}")
-    C = x.shape[1]
-    if theta.dim() != 2 or theta.shape[1] not in (C, 1) or theta.shape[0] < 1:
-        raise ValueError(f"{NAME}: theta must have shape (S, C) with C = {C} (x.shape[1]) or (S, 1) (shared), "
-                         f"S >= 1, got {tuple(theta.shape)}")
-    if omega.shape != theta.shape:
-        raise ValueError(f"{NAME}: theta and omega must have the same shape, got {tuple(theta.shape)} and "
-                         f"{tuple(omega.shape)}")
     S = theta.shape[0]
     K = 2 * S + 1
     if tuple(weight.shape) != (C, 1, K, K):
@@ -120,6 +115,8 @@ def _backward_impl(grad_y, x, theta, omega, weight, backend):
     grads = _host(backend).backward(_layout.like(grad_y, x), x, theta.to(dtype), omega.to(dtype),
                                     weight.contiguous(), theta.shape[0])
     grad_x, grad_theta, grad_omega, grad_weight, grad_bias = grads
+    if grad_bias is None:  # a host may leave it out (the op asks for it only when there is a bias)
+        grad_bias = grad_y.sum((0, 2, 3), dtype=dtype)
     return (grad_x, grad_theta.to(theta.dtype), grad_omega.to(omega.dtype), grad_weight.to(weight.dtype),
             grad_bias.to(weight.dtype))
 
@@ -197,57 +194,41 @@ def fused_backend(backend: str | None, device: torch.device) -> str | None:
 class _ConvBatchNorm(torch.autograd.Function):
     """``batch_norm(lslu_dwconv(x), batch statistics)``, keeping only ``x`` (and per-channel values) for backward.
 
-    Forward: the fused op, the batch statistics of its output (one read) and BN's affine map in place
-    (one read and write). Backward recomputes the fused output (the conv output is not kept), takes
-    the gradient through BN and then through the fused op's backward.
+    Forward: the fused op, then ATen's batch norm (statistics and affine map; it updates the running
+    statistics it is given, as ``nn.BatchNorm2d`` does). Backward recomputes the fused output (the
+    conv output is not kept), takes the gradient through ATen's batch norm backward, then through the
+    fused op's backward.
     """
 
     @staticmethod
-    def forward(ctx, x, theta, omega, weight, gamma, beta, eps, backend):
+    def forward(ctx, x, theta, omega, weight, gamma, beta, running_mean, running_var, momentum, eps, backend):
         y = forward_op(x, theta, omega, weight, None, backend)
-        dtype = compute_dtype(y)
-        var, mean = torch.var_mean(y.to(dtype), dim=(0, 2, 3), correction=0)
-        invstd = torch.rsqrt(var + eps)
-        scale = invstd if gamma is None else invstd * gamma.to(dtype)
-        shift = -mean * scale if beta is None else beta.to(dtype) - mean * scale
-        out = y.mul_(scale.to(y.dtype).reshape(1, -1, 1, 1)).add_(shift.to(y.dtype).reshape(1, -1, 1, 1))
-        ctx.backend = backend
+        out, mean, invstd = torch.ops.aten.native_batch_norm(y, gamma, beta, running_mean, running_var, True,
+                                                             momentum, eps)
+        ctx.backend, ctx.eps = backend, eps
         ctx.affine = (gamma is not None, beta is not None)
         ctx.save_for_backward(x, theta, omega, weight, gamma, mean, invstd)
-        ctx.mark_non_differentiable(mean, var)
-        return out, mean, var
+        return out
 
     @staticmethod
-    def backward(ctx, grad_out, _grad_mean, _grad_var):
+    def backward(ctx, grad_out):
         x, theta, omega, weight, gamma, mean, invstd = ctx.saved_tensors
-        dtype = invstd.dtype
-        y = forward_op(x, theta, omega, weight, None, ctx.backend).to(dtype)  # recomputed: not kept
-        xhat = y.sub_(mean.reshape(1, -1, 1, 1)).mul_(invstd.reshape(1, -1, 1, 1))
-        g = grad_out.to(dtype)
-        count = x.numel() // x.shape[1]
-        grad_beta = g.sum((0, 2, 3))
-        grad_gamma = (g * xhat).sum((0, 2, 3))
-        scale = invstd if gamma is None else invstd * gamma.to(dtype)
-        grad_y = g.sub(grad_beta.reshape(1, -1, 1, 1) / count).sub_(xhat.mul_(grad_gamma.reshape(1, -1, 1, 1) / count))
-        grad_y = grad_y.mul_(scale.reshape(1, -1, 1, 1)).to(x.dtype)
+        y = forward_op(x, theta, omega, weight, None, ctx.backend)  # recomputed: not kept
+        grad_y, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
+            _layout.like(grad_out, y), y, gamma, None, None, mean, invstd, True, ctx.eps, [True, *ctx.affine])
         grad_x, grad_theta, grad_omega, grad_weight, _ = backward_op(grad_y, x, theta, omega, weight, ctx.backend)
-        grad_gamma = grad_gamma.to(gamma.dtype) if ctx.affine[0] else None
-        grad_beta = grad_beta.to(gamma.dtype if gamma is not None else dtype) if ctx.affine[1] else None
-        return grad_x, grad_theta, grad_omega, grad_weight, grad_gamma, grad_beta, None, None
+        return grad_x, grad_theta, grad_omega, grad_weight, grad_gamma, grad_beta, None, None, None, None, None
 
 
 def lslu_dwconv_batch_norm(x, theta, omega, weight, bn: torch.nn.BatchNorm2d, backend: str) -> torch.Tensor:
     """``bn(lslu_dwconv(x, theta, omega, weight))`` with batch statistics (``bn`` training, or without
     running statistics), on a backend with the fused kernels; updates ``bn``'s running statistics as
-    ``bn`` itself would. Saves only ``x`` and per-channel values for backward."""
+    ``bn`` itself does. Saves only ``x`` and per-channel values for backward."""
     _check_inputs(x, theta, omega, weight, None)
-    out, mean, var = _ConvBatchNorm.apply(x, theta, omega, weight, bn.weight, bn.bias, bn.eps, backend)
-    if bn.training and bn.track_running_stats:
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-            momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-            count = x.numel() // x.shape[1]
-            unbiased = var * (count / max(count - 1, 1))
-            bn.running_mean.mul_(1 - momentum).add_(mean.to(bn.running_mean.dtype), alpha=momentum)
-            bn.running_var.mul_(1 - momentum).add_(unbiased.to(bn.running_var.dtype), alpha=momentum)
-    return out
+    update = bn.training and bn.track_running_stats
+    momentum = 0.0
+    if update:
+        bn.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    return _ConvBatchNorm.apply(x, theta, omega, weight, bn.weight, bn.bias, bn.running_mean if update else None,
+                                bn.running_var if update else None, momentum, bn.eps, backend)

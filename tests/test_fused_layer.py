@@ -77,7 +77,8 @@ SHAPES = [
     ((2, 1, 5, 17), 4),
     ((5, 19, 6, 4), 1),  # channels-last: a block of 16 float channels and a partial one
     ((2, 37, 3, 3), 2),  # channels-last half types: 32-channel blocks and a partial one
-    ((9, 2, 4, 6), 1),   # more batch entries than backward's 8 parts
+    ((9, 2, 4, 6), 1),   # small planes: the whole batch side by side in one buffer
+    ((9, 2, 60, 70), 1),  # large planes: one per buffer, 9 batch entries in backward's 8 parts
 ]
 
 
@@ -158,14 +159,24 @@ def test_bitwise_deterministic(backend, channels_last):
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_cpu_thread_count_changes_nothing(channels_last):
     host = importlib.import_module("lslu_kernels.cpp_kernels.lslu_dwconv")
-    x, (theta, omega, weight), bias = _inputs((9, 20, 13, 11), 3, shared=False, dtype=torch.float32,
+    # large planes: backward sums in 8 parts of the 9 batch entries; small NCHW ones: in one
+    # (channels-last buffers hold 64 bytes of channels per pixel: the small planes take one each too)
+    for shape, parts in (((9, 3, 64, 64), 8), ((9, 20, 13, 11), 8 if channels_last else 1)):
+        sizes = dict(dtype="float32", batch=shape[0], channels=shape[1], height=shape[2], width=shape[3], stages=3,
+                     channels_last=channels_last)
+        assert host.extension(torch.device("cpu")).lslu_dwconv_backward_partials(**sizes) == parts
+        _check_threads(host, shape, channels_last)
+
+
+def _check_threads(host, shape, channels_last):
+    x, (theta, omega, weight), bias = _inputs(shape, 3, shared=False, dtype=torch.float32,
                                              channels_last=channels_last)
     g = torch.randn(x.shape).to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     results = [(host.forward(x, theta, omega, weight, bias, 3, threads=t),
                 *host.backward(g, x, theta, omega, weight, 3, threads=t)) for t in (1, 2, 3, 7)]
     for t, other in zip((2, 3, 7), results[1:]):
         for a, b, name in zip(results[0], other, ("y", *GRAD_NAMES)):
-            assert torch.equal(a, b), f"{name} with {t} threads differs from 1 thread"
+            assert torch.equal(a, b), f"{shape}: {name} with {t} threads differs from 1 thread"
 
 
 @pytest.mark.parametrize("backend", FUSED_BACKENDS)
@@ -217,6 +228,8 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="bias must have shape"):
         call(x, theta, omega, weight, bias[:3])
     with pytest.raises(ValueError, match="theta and omega must have the same shape"):
+        call(x, theta, omega[:1], weight, bias)
+    with pytest.raises(ValueError, match="all per-channel or all shared"):
         call(x, theta, omega[:, :1], weight, bias)
     with pytest.raises(ValueError, match="theta must have shape"):
         call(x, theta[:, :3], omega[:, :3], weight, bias)
@@ -329,3 +342,17 @@ def test_layer_switch_to_deploy_and_compile(backend):
     assert_elementwise(after, before, torch.float64, "deploy form vs eval form")
     assert torch.equal(compiled, after), "compiled deploy layer"
 
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+def test_layer_training_compiled(backend):
+    layer, other = _layer_pair(4, 2, False, backend)
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64)
+    grad = torch.randn(x.shape, dtype=torch.float64)
+    torch._dynamo.reset()
+    y, grads = _layer_grads(layer, x, grad, torch.compile(layer, fullgraph=True))
+    y_ref, grads_ref = _layer_grads(other, x, grad, other)
+    assert_elementwise(y, y_ref, torch.float64, "compiled training form: output")
+    for name, g_ref in grads_ref.items():
+        assert_elementwise(grads[name], g_ref, torch.float64, f"compiled training form: grad_{name}")
+    assert torch.equal(layer.bn.running_mean, other.bn.running_mean), "compiled training form: running_mean"

@@ -275,6 +275,7 @@ struct Fused {
     std::vector<acc_t> r(largest.pixels * LANES), xs(largest.pixels * LANES), gp(largest.pixels * LANES),
         gr(largest.out_pixels() * LANES), w(kTaps * LANES);
     const acc_t zero[LANES] = {};
+    acc_t dx_tile[kTileValues];
     // Sums per tile value (pixel of a tile, lane), added up over the tile's pixels at the end, in order.
     std::vector<acc_t> dw_sum(kTaps * kTileValues, acc_t(0)), db_sum(kTileValues, acc_t(0));
     std::vector<acc_t> dth_sum(STAGES * kTileValues, acc_t(0)), dom_sum(STAGES * kTileValues, acc_t(0));
@@ -303,18 +304,39 @@ struct Fused {
           scalar_t* dst = dx + at.base + h * at.row;
           for (int64_t w0 = 0; w0 < p.W; w0 += kTilePixels) {  // the row by tiles: sums per tile value
             const int64_t m = std::min<int64_t>(kTilePixels, p.W - w0);
-            for (int64_t i = 0; i < m; ++i) {
-              for (int l = 0; l < LANES; ++l) {
-                acc_t th[STAGES], om[STAGES], dth[STAGES], dom[STAGES];
-                pr.lane(l, th, om);
-                const int64_t v = (w0 + i) * LANES + l;
-                const acc_t e = lslu_backward<STAGES>(xr[v], grr[v], th, om, dth, dom);
-                if (l < at.lanes) dst[(w0 + i) * at.pixel + l] = from_acc<scalar_t>(e);
+            const acc_t* xt = xr + w0 * LANES;
+            const acc_t* gt = grr + w0 * LANES;
+            // Element loops without a branch or a strided store, so that they vectorize; the
+            // stores follow.
+            if (LANES == 1) {
+              acc_t th[STAGES], om[STAGES];
+              pr.lane(0, th, om);
+              for (int64_t i = 0; i < m; ++i) {
+                acc_t dth[STAGES], dom[STAGES];
+                dx_tile[i] = lslu_backward<STAGES>(xt[i], gt[i], th, om, dth, dom);
                 LSLU_UNROLL
                 for (int s = 0; s < STAGES; ++s) {
-                  dth_sum[s * kTileValues + i * LANES + l] += dth[s];
-                  dom_sum[s * kTileValues + i * LANES + l] += dom[s];
+                  dth_sum[s * kTileValues + i] += dth[s];
+                  dom_sum[s * kTileValues + i] += dom[s];
                 }
+              }
+              for (int64_t i = 0; i < m; ++i) dst[w0 + i] = from_acc<scalar_t>(dx_tile[i]);
+            } else {
+              for (int64_t i = 0; i < m; ++i) {
+                for (int l = 0; l < LANES; ++l) {
+                  acc_t th[STAGES], om[STAGES], dth[STAGES], dom[STAGES];
+                  pr.lane(l, th, om);
+                  const int64_t v = i * LANES + l;
+                  dx_tile[v] = lslu_backward<STAGES>(xt[v], gt[v], th, om, dth, dom);
+                  LSLU_UNROLL
+                  for (int s = 0; s < STAGES; ++s) {
+                    dth_sum[s * kTileValues + v] += dth[s];
+                    dom_sum[s * kTileValues + v] += dom[s];
+                  }
+                }
+              }
+              for (int64_t i = 0; i < m; ++i) {
+                for (int l = 0; l < at.lanes; ++l) dst[(w0 + i) * at.pixel + l] = from_acc<scalar_t>(dx_tile[i * LANES + l]);
               }
             }
           }
@@ -327,24 +349,40 @@ struct Fused {
       tile_sums(p, gz, nullptr, db_sum.data());
     }
     // This item's row of the partial buffers: its lanes' totals over the tile pixels, in order.
-    const auto total = [&](const acc_t* sums, int l) LSLU_CPU_LAMBDA {
-      acc_t s = 0;
-      for (int i = 0; i < kTilePixels; ++i) s += sums[i * LANES + l];
-      return s;
-    };
     acc_t* dth_out = static_cast<acc_t*>(a.grad_theta_partial) + part * STAGES * C;
     acc_t* dom_out = static_cast<acc_t*>(a.grad_omega_partial) + part * STAGES * C;
     acc_t* dw_out = static_cast<acc_t*>(a.grad_weight_partial) + part * C * kTaps;
     acc_t* db_out = static_cast<acc_t*>(a.grad_bias_partial) + part * C;
-    for (int l = 0; l < lanes.lanes; ++l) {
-      const int64_t c = lanes.c0 + l;
-      for (int s = 0; s < STAGES; ++s) {
-        dth_out[s * C + c] = total(dth_sum.data() + s * kTileValues, l);
-        dom_out[s * C + c] = total(dom_sum.data() + s * kTileValues, l);
-      }
-      for (int t = 0; t < kTaps; ++t) dw_out[c * kTaps + t] = total(dw_sum.data() + t * kTileValues, l);
-      db_out[c] = total(db_sum.data(), l);
+    acc_t totals[LANES];
+    for (int s = 0; s < STAGES; ++s) {
+      lane_totals(dth_sum.data() + s * kTileValues, totals);
+      for (int l = 0; l < lanes.lanes; ++l) dth_out[s * C + lanes.c0 + l] = totals[l];
+      lane_totals(dom_sum.data() + s * kTileValues, totals);
+      for (int l = 0; l < lanes.lanes; ++l) dom_out[s * C + lanes.c0 + l] = totals[l];
     }
+    for (int t = 0; t < kTaps; ++t) {
+      lane_totals(dw_sum.data() + t * kTileValues, totals);
+      for (int l = 0; l < lanes.lanes; ++l) dw_out[(lanes.c0 + l) * kTaps + t] = totals[l];
+    }
+    lane_totals(db_sum.data(), totals);
+    for (int l = 0; l < lanes.lanes; ++l) db_out[lanes.c0 + l] = totals[l];
+  }
+
+  // totals[l] = the sum over a tile's pixels of sums[pixel * LANES + l], in a fixed order: halving the
+  // tile, the second half added to the first (vector adds, not one long chain of scalar ones).
+  static LSLU_CPU_INLINE void lane_totals(const acc_t* sums, acc_t (&totals)[LANES]) {
+    acc_t t[kTileValues];
+    std::memcpy(t, sums, sizeof(t));
+    for (int n = kTileValues / 2; n >= LANES; n /= 2) {
+      for (int i = 0; i < n; ++i) t[i] += t[i + n];
+    }
+    for (int l = 0; l < LANES; ++l) totals[l] = t[l];
+  }
+
+  // Backward's batch parts: as many as leave each part one buffer of planes side by side, at most
+  // kMaxBatchParts; from the sizes alone.
+  static LSLU_CPU_INLINE int64_t batch_parts(const DwconvArgs& a) {
+    return std::max<int64_t>(1, std::min(ceil_div(a.batch, group_planes(a)), kMaxBatchParts));
   }
 };
 
@@ -384,7 +422,11 @@ void forward(const DwconvArgs& a, int threads) {
   });
 }
 
-int64_t backward_partials(const DwconvArgs& a) { return std::max<int64_t>(1, std::min(a.batch, kMaxBatchParts)); }
+int64_t backward_partials(const DwconvArgs& a) {
+  int64_t parts = 1;
+  if (!no_work(a)) dispatch(a, [&](auto f) { parts = decltype(f)::batch_parts(a); });
+  return parts;
+}
 
 void backward(const DwconvArgs& a, int threads) {
   if (no_work(a)) return;

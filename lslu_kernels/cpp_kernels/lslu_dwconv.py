@@ -49,7 +49,7 @@ def backward(grad_y, x, theta, omega, weight, stages, *, threads=None):
     theta_k, omega_k, weight_k = _kernel_params(x, theta, omega, weight)
     N, C = x.shape[:2]
     taps = weight.shape[-2] * weight.shape[-1]
-    partials = ext.lslu_dwconv_backward_partials(batch=N)
+    partials = ext.lslu_dwconv_backward_partials(**_sizes(x, stages))
     dtype = theta_k.dtype
     # Every entry is written by the kernel.
     partial = [torch.empty(shape, dtype=dtype) for shape in
