@@ -356,3 +356,24 @@ def test_layer_training_compiled(backend):
     for name, g_ref in grads_ref.items():
         assert_elementwise(grads[name], g_ref, torch.float64, f"compiled training form: grad_{name}")
     assert torch.equal(layer.bn.running_mean, other.bn.running_mean), "compiled training form: running_mean"
+
+
+@pytest.mark.skipif("cpu" not in FUSED_BACKENDS, reason="the benchmark times the cpu backend")
+def test_layer_benchmark_smoke():
+    """benchmarks/layer.py runs end to end: every provider and mode gives a row (timings are not checked)."""
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        layer_benchmark = importlib.import_module("layer")
+    finally:
+        sys.path.pop(0)
+    torch._dynamo.reset()
+    rows = layer_benchmark.run(smoke=True, min_time=0)
+    assert {(r["mode"], r["provider"]) for r in rows} == {
+        (m, p) for m in layer_benchmark.TARGETS for p in ("fused", "unfused", "eager", "torch.compile")}
+    assert all(r["median_ms"] > 0 for r in rows)
+    fused_step = next(r for r in rows if (r["mode"], r["provider"]) == ("training step", "fused"))
+    assert fused_step["saved_mb"] <= fused_step["x_mb"] + fused_step["params_mb"] + 0.01
+    assert len(layer_benchmark.target_lines(rows)) == 3
