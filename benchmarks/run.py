@@ -408,6 +408,11 @@ def _sibling(name: str):
     return module
 
 
+def _report():
+    """benchmarks/report.py, which holds the targets."""
+    return _sibling("report")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     op_names = sorted({op.label.split()[0] for op in OPS})
@@ -432,6 +437,9 @@ def main(argv=None):
     parser.add_argument("--no-save", action="store_true", help="print the tables only")
     parser.add_argument("--no-models", action="store_true",
                         help="skip the model-level benchmark (benchmarks/models.py) that follows the sweep")
+    parser.add_argument("--no-layer", action="store_true",
+                        help="skip the full layer's fused/unfused comparison (benchmarks/layer.py; CPU only, "
+                             "run when --ops is not given)")
     args = parser.parse_args(argv)
     sweep = "full" if args.full else "smoke" if args.smoke else "default"
 
@@ -523,6 +531,8 @@ def main(argv=None):
             console.print(line, markup=False, highlight=False)
     if save:
         console.print(f"appended {len(rows)} rows to {path}")
+    if device.type == "cpu" and args.ops is None and not args.no_layer:
+        _sibling("layer").run(smoke=sweep == "smoke", min_time=min_time, console=console)
     if not args.no_models:
         _sibling("models").main(models_argv(sweep, path if save else None, args.min_time), console=console)
 

@@ -198,6 +198,85 @@ py::tuple walk_counts_for(int pack, bool rows, int64_t outer, int64_t channels, 
   throw std::invalid_argument("decomposition_visits: pack must be 1, 2, 4 or 8");
 }
 
+#if !defined(LSLU_CUDA)
+// The fused full layer (kernel_abi.h, DwconvArgs), CPU only:
+//   lslu_dwconv_forward(x, y, theta, omega, weight, bias, *, dtype, batch, channels, height, width, stages,
+//                       channels_last, threads)                                  (bias 0: none)
+//   lslu_dwconv_backward(grad_output, x, grad_input, theta, omega, weight, partial, *, <the same sizes>,
+//                        partials, threads)         (partial: grad_theta, grad_omega, grad_weight, grad_bias)
+//   lslu_dwconv_backward_partials(*, <the same sizes>)
+DwconvArgs dwconv_args(const std::string& dtype, int64_t batch, int64_t channels, int64_t height, int64_t width,
+                       int stages, bool channels_last, uintptr_t theta, uintptr_t omega, uintptr_t weight) {
+  if (stages < 1 || stages > kLsluMaxStages) {
+    throw std::invalid_argument("lslu_dwconv: the cpu backend serves 1 to " + std::to_string(kLsluMaxStages) +
+                                " stages, got " + std::to_string(stages));
+  }
+  DwconvArgs a{};
+  a.dtype = dtype_named(dtype);
+  a.batch = batch;
+  a.channels = channels;
+  a.height = height;
+  a.width = width;
+  a.stages = stages;
+  a.channels_last = channels_last;
+  a.theta = reinterpret_cast<const void*>(theta);
+  a.omega = reinterpret_cast<const void*>(omega);
+  a.weight = reinterpret_cast<const void*>(weight);
+  return a;
+}
+
+void define_lslu_dwconv(py::module_& m) {
+  const CpuDwconvEntryPoints& e = lslu_dwconv_cpu;
+  m.def(
+      "lslu_dwconv_forward",
+      [&e](uintptr_t x, uintptr_t y, uintptr_t theta, uintptr_t omega, uintptr_t weight, uintptr_t bias,
+           const std::string& dtype, int64_t batch, int64_t channels, int64_t height, int64_t width, int stages,
+           bool channels_last, int threads) {
+        DwconvArgs a = dwconv_args(dtype, batch, channels, height, width, stages, channels_last, theta, omega, weight);
+        a.bias = reinterpret_cast<const void*>(bias);
+        a.x = reinterpret_cast<const void*>(x);
+        a.y = reinterpret_cast<void*>(y);
+        py::gil_scoped_release no_gil;
+        e.forward(a, threads);
+      },
+      py::arg("x"), py::arg("y"), py::arg("theta"), py::arg("omega"), py::arg("weight"), py::arg("bias"),
+      py::kw_only(), py::arg("dtype"), py::arg("batch"), py::arg("channels"), py::arg("height"), py::arg("width"),
+      py::arg("stages"), py::arg("channels_last"), py::arg("threads"));
+  m.def(
+      "lslu_dwconv_backward",
+      [&e](uintptr_t grad_output, uintptr_t x, uintptr_t grad_input, uintptr_t theta, uintptr_t omega,
+           uintptr_t weight, const std::vector<uintptr_t>& partial, const std::string& dtype, int64_t batch,
+           int64_t channels, int64_t height, int64_t width, int stages, bool channels_last, int64_t partials,
+           int threads) {
+        if (partial.size() != 4) throw std::invalid_argument("lslu_dwconv_backward: 4 partial buffers");
+        DwconvArgs a = dwconv_args(dtype, batch, channels, height, width, stages, channels_last, theta, omega, weight);
+        a.grad_output = reinterpret_cast<const void*>(grad_output);
+        a.x = reinterpret_cast<const void*>(x);
+        a.grad_input = reinterpret_cast<void*>(grad_input);
+        a.grad_theta_partial = reinterpret_cast<void*>(partial[0]);
+        a.grad_omega_partial = reinterpret_cast<void*>(partial[1]);
+        a.grad_weight_partial = reinterpret_cast<void*>(partial[2]);
+        a.grad_bias_partial = reinterpret_cast<void*>(partial[3]);
+        a.partials = partials;
+        py::gil_scoped_release no_gil;
+        e.backward(a, threads);
+      },
+      py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("theta"), py::arg("omega"),
+      py::arg("weight"), py::arg("partial"), py::kw_only(), py::arg("dtype"), py::arg("batch"), py::arg("channels"),
+      py::arg("height"), py::arg("width"), py::arg("stages"), py::arg("channels_last"), py::arg("partials"),
+      py::arg("threads"));
+  m.def(
+      "lslu_dwconv_backward_partials",
+      [&e](const std::string& dtype, int64_t batch, int64_t channels, int64_t height, int64_t width, int stages,
+           bool channels_last) {
+        return e.backward_partials(
+            dwconv_args(dtype, batch, channels, height, width, stages, channels_last, 0, 0, 0));
+      },
+      py::kw_only(), py::arg("dtype"), py::arg("batch"), py::arg("channels"), py::arg("height"), py::arg("width"),
+      py::arg("stages"), py::arg("channels_last"));
+}
+#endif
+
 }  // namespace
 
 #if defined(LSLU_CUDA)
@@ -267,6 +346,7 @@ PYBIND11_MODULE(_C_cpu, m) {
       },
       py::arg("v"), py::arg("s"), py::arg("n"),
       "Test only: s[i] = sin(v[i]) by trig.h's trig_sin (float buffers of n), at the current level.");
+  define_lslu_dwconv(m);
 #endif
   // The CUDA grids' wave arithmetic (grid.h), in both extensions: plain host code.
   m.def("wave_blocks_per_column", &grid::blocks_per_column, py::arg("outer"), py::arg("channels"), py::arg("inner"),

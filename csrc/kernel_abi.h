@@ -70,6 +70,41 @@ constexpr int kLsluMaxStages = 8;
 constexpr int kPwluMaxIntervals = 64;
 
 extern const CpuEntryPoints lslu_cpu, pvlu_cpu, pwlu_cpu;  // csrc/cpu/<op>.cpp
+
+// The paper's full layer fused (csrc/cpu/lslu_dwconv.cpp): y = depthwise_conv2d(lslu(x), weight,
+// padding S) + bias on an (N, C, H, W) tensor, NCHW-contiguous or channels-last (y in x's layout).
+// theta, omega: (S, C); weight: (C, 2S+1, 2S+1); bias: (C,) or null; all in the compute type.
+// Backward writes every entry of its `partials` rows: grad_theta, grad_omega (P, S, C),
+// grad_weight (P, C, 2S+1, 2S+1), grad_bias (P, C); Python sums them over the first axis in order.
+struct DwconvArgs {
+  DType dtype;
+  int64_t batch, channels, height, width;
+  int stages;  // S: the kernel is (2S+1) x (2S+1), the padding S
+  bool channels_last;
+  const void* theta;
+  const void* omega;
+  const void* weight;
+  const void* bias;
+  // forward
+  const void* x;
+  void* y;
+  // backward (also reads x)
+  const void* grad_output;
+  void* grad_input;
+  void* grad_theta_partial;
+  void* grad_omega_partial;
+  void* grad_weight_partial;
+  void* grad_bias_partial;
+  int64_t partials;
+};
+
+struct CpuDwconvEntryPoints {
+  void (*forward)(const DwconvArgs& args, int threads);
+  void (*backward)(const DwconvArgs& args, int threads);
+  int64_t (*backward_partials)(const DwconvArgs& sizes);  // from the sizes alone
+};
+
+extern const CpuDwconvEntryPoints lslu_dwconv_cpu;
 extern const CudaEntryPoints lslu_cuda, pvlu_cuda, pwlu_cuda;  // csrc/cuda/<op>.cu
 
 // ---- the device (csrc/cuda/device.cu) ----

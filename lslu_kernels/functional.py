@@ -126,3 +126,8 @@ pwlu.__doc__ = """Piecewise linear unit (SPEC.md 1.3): ``N`` equal intervals bet
 slopes ``(C,)`` (or ``(1,)``). See :func:`lslu_kernels.reference.pwlu` for the
 rules at crossed bounds, NaN and infinities.
 """
+
+
+# The paper's full layer without its BN, fused (lslu_kernels/fused.py): not an activation, so not
+# registered with the activations' registry.
+from .fused import lslu_dwconv  # noqa: E402  (fused imports _dispatch like the definitions above)

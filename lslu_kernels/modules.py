@@ -4,12 +4,11 @@ and the paper's full LSLU layer."""
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
-from . import functional, registry
+from . import functional, fused, registry
 
 
 @registry.activation_module("lslu", conversion="shared")
@@ -383,9 +382,31 @@ class LearnableSerieslinearUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:  # conv2d would take (C, H, W) as unbatched while the series reads axis 1 as channels
             raise ValueError(f"LearnableSerieslinearUnit: x must be (N, C, H, W), got shape {tuple(x.shape)}")
-        y = functional.lslu(x, self.theta, self.omega, channel_dim=1, backend=self.backend)
-        y = F.conv2d(y, self.weight, self.bias, padding=self.num_activations, groups=self.dim)
-        return y if self.deploy else self.bn(y)
+        # The series and the convolution run as one fused op (lslu_kernels/fused.py; unfused on a
+        # backend without it). Deploy form: the folded bias; eval: BN's running statistics folded
+        # into the weight and bias the same way; training: BN on the batch statistics, fused too
+        # where the backend has the fused kernels, so that backward keeps only x.
+        if self.deploy:
+            return functional.lslu_dwconv(x, self.theta, self.omega, self.weight, self.bias, backend=self.backend)
+        bn = self.bn
+        if not bn.training and bn.running_mean is not None:
+            weight, bias = self._bn_folded()
+            return functional.lslu_dwconv(x, self.theta, self.omega, weight, bias, backend=self.backend)
+        backend = fused.fused_backend(self.backend, x.device)
+        if backend is not None and x.dim() == 4 and x.shape[1] == self.dim:
+            return fused.lslu_dwconv_batch_norm(x, self.theta, self.omega, self.weight, bn, backend)
+        return bn(functional.lslu_dwconv(x, self.theta, self.omega, self.weight, backend=self.backend))
+
+    def _bn_folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight and bias of the convolution with eval-mode BN folded in (differentiable)."""
+        bn = self.bn
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        bias = -bn.running_mean * scale
+        if bn.bias is not None:
+            bias = bias + bn.bias
+        return self.weight * scale.to(self.weight.dtype).reshape(-1, 1, 1, 1), bias.to(self.weight.dtype)
 
     @torch.no_grad()
     def switch_to_deploy(self):

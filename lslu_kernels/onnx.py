@@ -38,7 +38,8 @@ def _per_channel(x, channel_dim: int):
     return lambda p: op.Reshape(p, shape)
 
 
-def lslu(x: TFloat, theta: TFloat, omega: TFloat, channel_dim: int, backend: str = "") -> TFloat:
+def _series(x, theta, omega, channel_dim: int):
+    """The LSLU series of ``x`` in the compute dtype (not cast back)."""
     along = _per_channel(x, channel_dim)
     stages = theta.shape[0]
     _, xc, theta, omega = _compute(x, theta, omega)
@@ -47,7 +48,11 @@ def lslu(x: TFloat, theta: TFloat, omega: TFloat, channel_dim: int, backend: str
         stage = ir.tensor(s, dtype=INT64)
         th, om = along(op.Gather(theta, stage, axis=0)), along(op.Gather(omega, stage, axis=0))
         r = op.Relu(op.Add(op.Mul(th, r), om))
-    return op.CastLike(r, x)
+    return r
+
+
+def lslu(x: TFloat, theta: TFloat, omega: TFloat, channel_dim: int, backend: str = "") -> TFloat:
+    return op.CastLike(_series(x, theta, omega, channel_dim), x)
 
 
 def pvlu(x: TFloat, alpha: TFloat, beta: TFloat, channel_dim: int, backend: str = "") -> TFloat:
@@ -84,7 +89,16 @@ def pwlu(x: TFloat, points: TFloat, left_bound: TFloat, right_bound: TFloat, lef
     return op.CastLike(op.Where(left, y_left, op.Where(right, y_right, y_inside)), x)
 
 
-_TRANSLATIONS = {"lslu": lslu, "pvlu": pvlu, "pwlu": pwlu}
+def lslu_dwconv(x: TFloat, theta: TFloat, omega: TFloat, weight: TFloat, bias: TFloat | None, backend: str) -> TFloat:
+    """``reference.lslu_dwconv``: the series (not rounded to x's dtype), then the depthwise Conv."""
+    stages, channels = theta.shape[0], weight.shape[0]
+    dtype, weight = _compute(x, weight)[0::2]
+    r = _series(x, theta, omega, 1)
+    inputs = [r, weight] + ([] if bias is None else [op.Cast(bias, to=dtype)])
+    return op.CastLike(op.Conv(*inputs, group=channels, pads=[stages] * 4), x)
+
+
+_TRANSLATIONS = {"lslu": lslu, "pvlu": pvlu, "pwlu": pwlu, "lslu_dwconv": lslu_dwconv}
 
 
 def translation_table() -> dict:

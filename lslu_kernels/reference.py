@@ -73,3 +73,18 @@ def pwlu(x: torch.Tensor, points: torch.Tensor, left_bound: torch.Tensor, right_
     y_left = table[row] + (xc - bl) * kl
     y_right = table[row + intervals] + (xc - br) * kr
     return torch.where(left, y_left, torch.where(right, y_right, y_inside)).to(x.dtype)
+
+
+def lslu_dwconv(x: torch.Tensor, theta: torch.Tensor, omega: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The paper's full layer before its BN (SPEC.md 1.1): ``depthwise_conv2d(lslu(x), weight, padding S) + bias``.
+
+    ``x`` is ``(N, C, H, W)``, ``weight`` ``(C, 1, 2S+1, 2S+1)``. The series and the
+    convolution both run in float32 (float64 for float64 inputs), the series' output
+    is not rounded to ``x``'s dtype in between, and the result has ``x``'s dtype.
+    """
+    dtype = compute_dtype(x)
+    r = lslu(x.to(dtype), theta, omega, channel_dim=1)
+    y = torch.nn.functional.conv2d(r, weight.to(dtype), None if bias is None else bias.to(dtype),
+                                   padding=theta.shape[0], groups=x.shape[1])
+    return y.to(x.dtype)

@@ -1,0 +1,172 @@
+"""The paper's full layer (``LearnableSerieslinearUnit``, issue 15): fused against unfused, timed in turns.
+
+    python benchmarks/layer.py            # the issue's three shapes, float32 NCHW, on the CPU
+    python benchmarks/layer.py --smoke    # one small shape (tests)
+
+Also run by ``benchmarks/run.py`` after its cases (``--no-layer`` skips it). Two modes:
+
+- ``deploy forward``: ``torch.no_grad`` forward of the deploy form, ``dwconv(lslu(x)) + bias``;
+- ``training step``: forward and backward of the training form, ``BN(dwconv(lslu(x)))`` with batch
+  statistics, gradients of x and of every parameter.
+
+Providers: ``fused`` (``lk.functional.lslu_dwconv`` / the layer on a backend with the fused kernels),
+``unfused`` (``lk.lslu`` on that backend, then PyTorch's depthwise convolution and BN), ``eager``
+(the official layer's math in eager PyTorch: ``reference.lslu``, ``F.conv2d``, BN) and
+``torch.compile`` of it. Each mode times its providers in turns (``run.measure_in_turns``), so the
+ratios hold on a busy machine; the issue's targets (fused over unfused) get their verdicts, and the
+training step's bytes saved for backward are given per provider.
+"""
+
+import argparse
+import importlib.util
+import pathlib
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import lslu_kernels as lk
+from lslu_kernels import fused, reference
+
+# (N, C, H, W, S): the issue's shapes.
+SHAPES = [(8, 128, 56, 56, 3), (8, 512, 14, 14, 3), (16, 64, 28, 28, 1)]
+SMOKE_SHAPES = [(2, 8, 9, 9, 1)]
+# The issue's targets: fused over unfused, per mode.
+TARGETS = {"deploy forward": 1.8, "training step": 1.3}
+ISSUE = 15
+
+
+def _run_module():
+    """benchmarks/run.py (a script beside this file): its timing and memory helpers."""
+    if "run" in sys.modules and hasattr(sys.modules["run"], "measure_in_turns"):
+        return sys.modules["run"]
+    spec = importlib.util.spec_from_file_location("lslu_benchmark_run", pathlib.Path(__file__).with_name("run.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _official(x, theta, omega, weight, bias, bn, backend):
+    """The layer's math unfused; ``backend`` None: the eager reference series."""
+    S, C = theta.shape[0], x.shape[1]
+    r = reference.lslu(x, theta, omega) if backend is None else lk.lslu(x, theta, omega, backend=backend)
+    y = F.conv2d(r, weight, bias, padding=S, groups=C)
+    return y if bn is None else bn(y)
+
+
+def providers(backend: str):
+    """name -> (deploy forward(x, layer), training forward(x, layer)) for a layer of the training form."""
+    def unfused_with(b):
+        return (lambda x, deployed: _official(x, deployed.theta, deployed.omega, deployed.weight, deployed.bias, None, b),
+                lambda x, layer: _official(x, layer.theta, layer.omega, layer.weight, None, layer.bn, b))
+
+    eager = unfused_with(None)
+    compiled = tuple(torch.compile(f) for f in eager)
+    return {
+        "fused": (lambda x, deployed: deployed(x), lambda x, layer: layer(x)),
+        "unfused": unfused_with(backend),
+        "eager": eager,
+        "torch.compile": compiled,
+    }
+
+
+def _layers(N, C, H, W, S, backend):
+    torch.manual_seed(0)
+    layer = lk.LearnableSerieslinearUnit(C, S, shared=True, backend=backend)
+    with torch.no_grad():  # a little away from the identity, as the activations' benchmarks
+        layer.theta.copy_(1 + 0.1 * torch.randn_like(layer.theta))
+        layer.omega.copy_(0.1 * torch.randn_like(layer.omega))
+    deployed = lk.LearnableSerieslinearUnit(C, S, shared=True, backend=backend)
+    deployed.load_state_dict(layer.state_dict())
+    deployed.eval()
+    deployed.switch_to_deploy()
+    return layer.train(), deployed
+
+
+def run(*, smoke: bool = False, min_time: float = 0.2, console=None) -> list[dict]:
+    """Times every provider at each shape and mode; prints the table and the targets; returns the rows."""
+    helpers = _run_module()
+    device = torch.device("cpu")
+    backend = fused.fused_backend(None, device)
+    say = print if console is None else (lambda s: console.print(s, markup=False, highlight=False))
+    if backend is None:
+        say(f"full layer (issue {ISSUE}): no backend with the fused kernels on the CPU; skipped")
+        return []
+    rows = []
+    for N, C, H, W, S in SMOKE_SHAPES if smoke else SHAPES:
+        torch._dynamo.reset()
+        layer, deployed = _layers(N, C, H, W, S, backend)
+        x = torch.randn(N, C, H, W)
+        grad = torch.randn(N, C, H, W)
+        params = list(layer.parameters())
+        shape = f"{N}x{C}x{H}x{W} S={S}"
+        for mode in TARGETS:
+            steps, saved = {}, {}
+            for name, (deploy_fn, train_fn) in providers(backend).items():
+                if mode == "deploy forward":
+                    steps[name] = lambda f=deploy_fn: _no_grad(f, x, deployed)
+                else:
+                    leaf = x.clone().requires_grad_()
+                    steps[name] = lambda f=train_fn, leaf=leaf: torch.autograd.grad(f(leaf, layer), [leaf, *params],
+                                                                                   grad)
+                    saved[name] = helpers.saved_bytes(lambda f=train_fn, leaf=leaf: f(leaf, layer))
+            times = helpers.measure_in_turns(steps, device, min_time)
+            for name, (median, q20, q80) in times.items():
+                rows.append(dict(shape=shape, mode=mode, provider=name, median_ms=median, q20_ms=q20, q80_ms=q80,
+                                 saved_mb=saved[name] / 1e6 if name in saved else None,
+                                 x_mb=x.numel() * x.element_size() / 1e6,
+                                 params_mb=sum(p.numel() * p.element_size() for p in layer.parameters()) / 1e6))
+    _print(rows, backend, say)
+    return rows
+
+
+def _no_grad(f, x, layer):
+    with torch.no_grad():
+        return f(x, layer)
+
+
+def _print(rows, backend, say):
+    say(f"full layer (issue {ISSUE}), float32 NCHW, backend {backend!r}: median ms [20%-80%], "
+        "speedup of fused over each")
+    for row in rows:
+        fused_row = next(r for r in rows if (r["shape"], r["mode"], r["provider"]) == (row["shape"], row["mode"], "fused"))
+        saved = "" if row["saved_mb"] is None else f"  saved {row['saved_mb']:.1f} MB (x: {row['x_mb']:.1f} MB)"
+        say(f"  {row['shape']:<22} {row['mode']:<15} {row['provider']:<14} {row['median_ms']:9.3f} "
+            f"[{row['q20_ms']:.3f}-{row['q80_ms']:.3f}]  fused {row['median_ms'] / fused_row['median_ms']:5.2f}x"
+            + saved)
+    for line in target_lines(rows):
+        say(line)
+
+
+def target_lines(rows) -> list[str]:
+    """The issue's CPU targets with this run's values and verdicts."""
+    by_key = {(r["shape"], r["mode"], r["provider"]): r for r in rows}
+    lines = []
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        for mode, bound in TARGETS.items():
+            f, u = by_key.get((shape, mode, "fused")), by_key.get((shape, mode, "unfused"))
+            if f is None or u is None:
+                continue
+            ratio = u["median_ms"] / f["median_ms"]
+            lines.append(f"- issue {ISSUE}: fused {mode} at {shape} >= {bound}x unfused: {ratio:.2f}x — "
+                         f"{'met' if ratio >= bound else 'MISSED'}")
+        f = by_key.get((shape, "training step", "fused"))
+        if f is not None and f["saved_mb"] is not None:
+            # x, the parameters and a few per-channel values (BN's batch statistics)
+            only_x = f["saved_mb"] <= f["x_mb"] + f["params_mb"] + 0.01
+            lines.append(f"- issue {ISSUE}: training step at {shape} saves only x for backward: "
+                         f"{f['saved_mb']:.2f} MB (x {f['x_mb']:.2f} MB, parameters {f['params_mb']:.2f} MB) — "
+                         f"{'met' if only_x else 'MISSED'}")
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="one small shape")
+    parser.add_argument("--min-time", type=float, default=0.5, help="seconds per provider and mode")
+    args = parser.parse_args(argv)
+    run(smoke=args.smoke, min_time=args.min_time)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,443 @@
+// The paper's full layer fused on CPU tensors: y = depthwise_conv2d(lslu(x), weight, padding S) + bias
+// with a (2S+1) x (2S+1) kernel per channel (SPEC.md 1.1), forward and backward.
+//
+// Forward reads x once and writes y once: each piece of work (one (n, c) plane of an NCHW tensor, or
+// one (n, block of LANES channels) plane of a channels-last one) applies the series to every input
+// element once, into a zero-padded thread-local buffer of (H + 2S) x (W + 2S) pixels of LANES values
+// in the compute type, then sums the taps over that buffer in tiles of 64 values that stay in vector
+// registers (every tap a shifted, contiguous read of the buffer). The conv output has the buffer's
+// row pitch W + 2S; its padding columns are computed and dropped, which keeps every tap one long
+// vector loop.
+//
+// Backward saves nothing from forward: it recomputes the series from x, takes dL/dr (r = lslu(x))
+// through the transposed convolution (the same taps over the padded grad_output, flipped), and
+// applies lslu.h's backward per element. Parameter gradients (weight, bias, theta, omega) are summed
+// per fixed part of the batch (parts: a fixed split of N that depends on the sizes alone), each part
+// in a fixed order into its own row of the partial buffers; Python sums the rows in order, so the
+// thread count changes nothing in the result.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../lslu.h"
+#include "../switch.h"
+#include "engine.h"
+#include "isa.h"
+
+// The vectors below stay inside always-inline functions of one instruction-set level each: no
+// function passes them, so the ABI note GCC gives for them does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace lslu_kernels {
+namespace {
+
+using namespace cpu_engine;
+
+// A 64-byte vector of the compute type (GCC's vector extension): one AVX-512 register, two AVX2 or
+// four SSE ones. The tap sums are written with it: GCC unrolls their short fixed-count loops before
+// its loop vectorizer sees them, and the code it made of them was scalar (measured).
+template <typename acc_t>
+struct Vec {
+  typedef acc_t type __attribute__((vector_size(64)));
+  static constexpr int kLanes = int(64 / sizeof(acc_t));
+  static LSLU_CPU_INLINE type load(const acc_t* p) {
+    type v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static LSLU_CPU_INLINE void store(acc_t* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+};
+
+// Vectors per tile of the tap sums: independent sums, enough to keep the FMA units busy.
+constexpr int kTileVectors = 8;
+// At most this many batch parts (rows of the partial buffers) in backward.
+constexpr int64_t kMaxBatchParts = 8;
+// Values per buffer at the most (32 KiB of float): planes are put side by side up to it.
+constexpr int64_t kBufferValues = 8192;
+
+template <typename scalar_t, int STAGES, int LANES>
+struct Fused {
+  using acc_t = acc_type<scalar_t>;
+  static constexpr int K = 2 * STAGES + 1;
+  static constexpr int kTaps = K * K;
+  using V = Vec<acc_t>;
+  using vec = typename V::type;
+  static constexpr int kTileValues = kTileVectors * V::kLanes;  // LANES divides it
+  static constexpr int kTilePixels = kTileValues / LANES;
+  static_assert(kTileValues % LANES == 0 && (LANES == 1 || LANES % V::kLanes == 0), "lanes fill whole vectors");
+
+  // The buffer of one piece of work: `planes` planes of the same channels (consecutive batch entries)
+  // side by side, each H x W pixels of LANES values: S zero rows above and below, S zero columns
+  // before the first plane and after each one. Small planes side by side waste fewer tap sums on
+  // padding columns than one by one.
+  struct Plane {
+    int64_t H, W, planes, Wp, pixels;  // pixels: the padded ones and the slack the last tile's tap reads reach
+    int64_t offsets[kTaps];            // tap (ki, kj) reads the buffer at output pixel + ki * Wp + kj
+    LSLU_CPU_INLINE Plane(int64_t height, int64_t width, int64_t count)
+        : H(height), W(width), planes(count), Wp(STAGES + count * (width + STAGES)) {
+      pixels = (H + 2 * STAGES) * Wp + kTilePixels + 2 * STAGES;
+      for (int ki = 0; ki < K; ++ki) {
+        for (int kj = 0; kj < K; ++kj) offsets[ki * K + kj] = ki * Wp + kj;
+      }
+    }
+    // Plane k's first column in output pixels (in the buffer: one more S).
+    LSLU_CPU_INLINE int64_t column(int64_t k) const { return k * (W + STAGES); }
+    // Output pixels of the tap sums: rows of pitch Wp, rounded up to whole tiles.
+    LSLU_CPU_INLINE int64_t out_pixels() const { return ceil_div(H * Wp, kTilePixels) * kTilePixels; }
+  };
+
+  // Planes per buffer: as many as keep one buffer within kBufferValues values, from the sizes alone
+  // (backward's summation order depends on it).
+  static LSLU_CPU_INLINE int64_t group_planes(const DwconvArgs& a) {
+    const int64_t fit = (kBufferValues / ((a.height + 2 * STAGES) * LANES) - STAGES) / (a.width + STAGES);
+    return std::max<int64_t>(1, std::min(fit, a.batch));
+  }
+
+  // Where one plane's elements are in memory: element (h, w, lane) at base + h * row + w * pixel + lane
+  // (NCHW: lanes 1, pixel 1; channels-last: pixel C, lanes contiguous).
+  struct Place {
+    int64_t base, row, pixel;
+    int64_t c0;   // the first lane's channel
+    int lanes;    // real lanes
+  };
+
+  // NCHW planes are (n, c), channels-last ones (n, block of LANES channels).
+  static LSLU_CPU_INLINE Place place(const DwconvArgs& a, int64_t n, int64_t block) {
+    const int64_t C = a.channels, HW = a.height * a.width;
+    if (!a.channels_last) return Place{(n * C + block) * HW, a.width, 1, block, 1};
+    const int64_t c0 = block * LANES;
+    return Place{n * HW * C + c0, a.width * C, C, c0, int(std::min<int64_t>(LANES, C - c0))};
+  }
+  static LSLU_CPU_INLINE int64_t blocks(const DwconvArgs& a) {
+    return a.channels_last ? ceil_div(a.channels, LANES) : a.channels;
+  }
+
+  // out[q] = bias + sum_t w[t] * in[q + offsets[t]] (LANES values per pixel) for the out_pixels()
+  // output pixels q, by tiles of kTilePixels pixels summed in vector registers.
+  static LSLU_CPU_INLINE void taps(const Plane& p, const acc_t* in, const acc_t* w, const acc_t* bias,
+                                   acc_t* out) {
+    acc_t bias_tile[kTileValues];
+    for (int i = 0; i < kTileValues; ++i) bias_tile[i] = bias[i % LANES];
+    const int64_t n = p.out_pixels();
+    for (int64_t q0 = 0; q0 < n; q0 += kTilePixels) {
+      vec acc[kTileVectors];
+      LSLU_UNROLL
+      for (int v = 0; v < kTileVectors; ++v) acc[v] = V::load(bias_tile + v * V::kLanes);
+      for (int t = 0; t < kTaps; ++t) {
+        const acc_t* src = in + (q0 + p.offsets[t]) * LANES;
+        if (LANES == 1) {
+          const acc_t wt = w[t];
+          LSLU_UNROLL
+          for (int v = 0; v < kTileVectors; ++v) acc[v] += wt * V::load(src + v * V::kLanes);
+        } else {
+          LSLU_UNROLL
+          for (int v = 0; v < kTileVectors; ++v) {
+            acc[v] += V::load(w + t * LANES + (v * V::kLanes) % LANES) * V::load(src + v * V::kLanes);
+          }
+        }
+      }
+      LSLU_UNROLL
+      for (int v = 0; v < kTileVectors; ++v) V::store(out + q0 * LANES + v * V::kLanes, acc[v]);
+    }
+  }
+
+  // sums[i] += sum over the out_pixels() output pixels q of a[q * LANES + i] (* b[...] when given),
+  // per tile value i.
+  static LSLU_CPU_INLINE void tile_sums(const Plane& p, const acc_t* a, const acc_t* b, acc_t* sums) {
+    vec acc[kTileVectors];
+    LSLU_UNROLL
+    for (int v = 0; v < kTileVectors; ++v) acc[v] = V::load(sums + v * V::kLanes);
+    const int64_t n = p.out_pixels() * LANES;
+    for (int64_t i0 = 0; i0 < n; i0 += kTileValues) {
+      LSLU_UNROLL
+      for (int v = 0; v < kTileVectors; ++v) {
+        const vec av = V::load(a + i0 + v * V::kLanes);
+        acc[v] += b == nullptr ? av : av * V::load(b + i0 + v * V::kLanes);
+      }
+    }
+    LSLU_UNROLL
+    for (int v = 0; v < kTileVectors; ++v) V::store(sums + v * V::kLanes, acc[v]);
+  }
+
+  // The series parameters of the block's lanes (lanes past `lanes` get theta 1, omega 0).
+  struct Params {
+    acc_t theta[STAGES][LANES], omega[STAGES][LANES];
+    LSLU_CPU_INLINE Params(const acc_t* theta_all, const acc_t* omega_all, int64_t C, const Place& at) {
+      for (int s = 0; s < STAGES; ++s) {
+        for (int l = 0; l < LANES; ++l) {
+          theta[s][l] = l < at.lanes ? theta_all[s * C + at.c0 + l] : acc_t(1);
+          omega[s][l] = l < at.lanes ? omega_all[s * C + at.c0 + l] : acc_t(0);
+        }
+      }
+    }
+    LSLU_CPU_INLINE void lane(int l, acc_t (&th)[STAGES], acc_t (&om)[STAGES]) const {
+      LSLU_UNROLL
+      for (int s = 0; s < STAGES; ++s) {
+        th[s] = theta[s][l];
+        om[s] = omega[s][l];
+      }
+    }
+  };
+
+  // Writes every value of buffer `buf` for the planes of batch entries n0, n0 + 1, ... of `block`:
+  // value(v, lane) of each element v of `src` (in the compute type) at its place, 0 everywhere else
+  // (padding, lanes past the real ones, slack), so a buffer holds nothing of its previous use.
+  template <typename Value>
+  static LSLU_CPU_INLINE void fill(const Plane& p, const DwconvArgs& a, const scalar_t* src, int64_t n0,
+                                   int64_t block, acc_t* buf, Value&& value) {
+    const int64_t row_values = p.Wp * LANES;
+    std::fill(buf, buf + STAGES * row_values, acc_t(0));
+    for (int64_t h = 0; h < p.H; ++h) {
+      acc_t* row = buf + (h + STAGES) * row_values;
+      std::fill(row, row + STAGES * LANES, acc_t(0));
+      for (int64_t k = 0; k < p.planes; ++k) {
+        const Place at = place(a, n0 + k, block);
+        const scalar_t* in = src + at.base + h * at.row;
+        acc_t* dst = row + (STAGES + p.column(k)) * LANES;
+        if (LANES == 1) {
+          for (int64_t w = 0; w < p.W; ++w) dst[w] = value(to_acc(in[w]), 0);
+        } else {
+          for (int64_t w = 0; w < p.W; ++w) {
+            for (int l = 0; l < at.lanes; ++l) dst[w * LANES + l] = value(to_acc(in[w * at.pixel + l]), l);
+            for (int l = at.lanes; l < LANES; ++l) dst[w * LANES + l] = acc_t(0);
+          }
+        }
+        std::fill(dst + p.W * LANES, dst + (p.W + STAGES) * LANES, acc_t(0));
+      }
+    }
+    std::fill(buf + (p.H + STAGES) * row_values, buf + p.pixels * LANES, acc_t(0));
+  }
+
+  // The weight of the block's lanes as (taps, LANES), flipped (tap t takes tap K*K-1-t) for the
+  // transposed convolution; lanes past `lanes` are 0.
+  static LSLU_CPU_INLINE void load_weight(const acc_t* weight, const Place& at, bool flip, acc_t* w) {
+    for (int t = 0; t < kTaps; ++t) {
+      const int from = flip ? kTaps - 1 - t : t;
+      for (int l = 0; l < LANES; ++l) w[t * LANES + l] = l < at.lanes ? weight[(at.c0 + l) * kTaps + from] : acc_t(0);
+    }
+  }
+
+  // Forward of items [first, last): item (block, group of group_planes batch entries), group fastest.
+  static LSLU_CPU_INLINE void forward(const DwconvArgs& a, int64_t first, int64_t last) {
+    const scalar_t* x = static_cast<const scalar_t*>(a.x);
+    scalar_t* y = static_cast<scalar_t*>(a.y);
+    const acc_t *theta = static_cast<const acc_t*>(a.theta), *omega = static_cast<const acc_t*>(a.omega);
+    const acc_t *weight = static_cast<const acc_t*>(a.weight), *bias_all = static_cast<const acc_t*>(a.bias);
+    const int64_t group = group_planes(a), groups = ceil_div(a.batch, group);
+    const Plane largest(a.height, a.width, group);
+    std::vector<acc_t> r(largest.pixels * LANES), out(largest.out_pixels() * LANES), w(kTaps * LANES);
+    acc_t bias[LANES];
+    for (int64_t item = first; item < last; ++item) {
+      const int64_t block = item / groups, n0 = item % groups * group;
+      const Plane p(a.height, a.width, std::min(group, a.batch - n0));
+      const Place lanes = place(a, 0, block);
+      const Params pr(theta, omega, a.channels, lanes);
+      for (int l = 0; l < LANES; ++l) {
+        bias[l] = bias_all != nullptr && l < lanes.lanes ? bias_all[lanes.c0 + l] : acc_t(0);
+      }
+      load_weight(weight, lanes, false, w.data());
+      fill(p, a, x, n0, block, r.data(), [&](acc_t v, int l) LSLU_CPU_LAMBDA {
+        acc_t th[STAGES], om[STAGES];
+        pr.lane(l, th, om);
+        return lslu_forward<STAGES>(v, th, om);
+      });
+      taps(p, r.data(), w.data(), bias, out.data());
+      for (int64_t k = 0; k < p.planes; ++k) {
+        const Place at = place(a, n0 + k, block);
+        for (int64_t h = 0; h < p.H; ++h) {
+          const acc_t* src = out.data() + (h * p.Wp + p.column(k)) * LANES;
+          scalar_t* dst = y + at.base + h * at.row;
+          if (LANES == 1) {
+            for (int64_t wi = 0; wi < p.W; ++wi) dst[wi] = from_acc<scalar_t>(src[wi]);
+          } else {
+            for (int64_t wi = 0; wi < p.W; ++wi) {
+              for (int l = 0; l < at.lanes; ++l) dst[wi * at.pixel + l] = from_acc<scalar_t>(src[wi * LANES + l]);
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // Backward of item (part, block): the part's batch range, group_planes planes at a time, with this
+  // item's sums in row `part` of the partial buffers.
+  static LSLU_CPU_INLINE void backward(const DwconvArgs& a, int64_t item) {
+    const scalar_t *x = static_cast<const scalar_t*>(a.x), *g = static_cast<const scalar_t*>(a.grad_output);
+    scalar_t* dx = static_cast<scalar_t*>(a.grad_input);
+    const acc_t *theta = static_cast<const acc_t*>(a.theta), *omega = static_cast<const acc_t*>(a.omega);
+    const acc_t* weight = static_cast<const acc_t*>(a.weight);
+    const int64_t C = a.channels, nblocks = blocks(a);
+    const int64_t part = item / nblocks, block = item % nblocks;
+    int64_t n_first, n_last;
+    range_of(part, a.partials, a.batch, n_first, n_last);
+    const int64_t group = group_planes(a);
+    const Plane largest(a.height, a.width, group);
+    std::vector<acc_t> r(largest.pixels * LANES), xs(largest.pixels * LANES), gp(largest.pixels * LANES),
+        gr(largest.out_pixels() * LANES), w(kTaps * LANES);
+    const acc_t zero[LANES] = {};
+    acc_t dx_tile[kTileValues];
+    // Sums per tile value (pixel of a tile, lane), added up over the tile's pixels at the end, in order.
+    std::vector<acc_t> dw_sum(kTaps * kTileValues, acc_t(0)), db_sum(kTileValues, acc_t(0));
+    std::vector<acc_t> dth_sum(STAGES * kTileValues, acc_t(0)), dom_sum(STAGES * kTileValues, acc_t(0));
+    const Place lanes = place(a, 0, block);
+    const Params pr(theta, omega, C, lanes);
+    load_weight(weight, lanes, true, w.data());
+    const auto same = [](acc_t v, int) LSLU_CPU_LAMBDA { return v; };
+    for (int64_t n0 = n_first; n0 < n_last; n0 += group) {
+      const Plane p(a.height, a.width, std::min(group, n_last - n0));
+      fill(p, a, x, n0, block, r.data(), [&](acc_t v, int l) LSLU_CPU_LAMBDA {
+        acc_t th[STAGES], om[STAGES];
+        pr.lane(l, th, om);
+        return lslu_forward<STAGES>(v, th, om);
+      });
+      fill(p, a, x, n0, block, xs.data(), same);
+      fill(p, a, g, n0, block, gp.data(), same);
+      // dL/dr: the transposed convolution, the flipped taps over the padded grad_output.
+      taps(p, gp.data(), w.data(), zero, gr.data());
+      // dL/dx and the series' sums, per element; lanes past the real ones have x = 0 and dL/dr = 0
+      // and add nothing.
+      for (int64_t k = 0; k < p.planes; ++k) {
+        const Place at = place(a, n0 + k, block);
+        for (int64_t h = 0; h < p.H; ++h) {
+          const acc_t* xr = xs.data() + ((h + STAGES) * p.Wp + STAGES + p.column(k)) * LANES;
+          const acc_t* grr = gr.data() + (h * p.Wp + p.column(k)) * LANES;
+          scalar_t* dst = dx + at.base + h * at.row;
+          for (int64_t w0 = 0; w0 < p.W; w0 += kTilePixels) {  // the row by tiles: sums per tile value
+            const int64_t m = std::min<int64_t>(kTilePixels, p.W - w0);
+            const acc_t* xt = xr + w0 * LANES;
+            const acc_t* gt = grr + w0 * LANES;
+            // Element loops without a branch or a strided store, so that they vectorize; the
+            // stores follow.
+            if (LANES == 1) {
+              acc_t th[STAGES], om[STAGES];
+              pr.lane(0, th, om);
+              for (int64_t i = 0; i < m; ++i) {
+                acc_t dth[STAGES], dom[STAGES];
+                dx_tile[i] = lslu_backward<STAGES>(xt[i], gt[i], th, om, dth, dom);
+                LSLU_UNROLL
+                for (int s = 0; s < STAGES; ++s) {
+                  dth_sum[s * kTileValues + i] += dth[s];
+                  dom_sum[s * kTileValues + i] += dom[s];
+                }
+              }
+              for (int64_t i = 0; i < m; ++i) dst[w0 + i] = from_acc<scalar_t>(dx_tile[i]);
+            } else {
+              for (int64_t i = 0; i < m; ++i) {
+                for (int l = 0; l < LANES; ++l) {
+                  acc_t th[STAGES], om[STAGES], dth[STAGES], dom[STAGES];
+                  pr.lane(l, th, om);
+                  const int64_t v = i * LANES + l;
+                  dx_tile[v] = lslu_backward<STAGES>(xt[v], gt[v], th, om, dth, dom);
+                  LSLU_UNROLL
+                  for (int s = 0; s < STAGES; ++s) {
+                    dth_sum[s * kTileValues + v] += dth[s];
+                    dom_sum[s * kTileValues + v] += dom[s];
+                  }
+                }
+              }
+              for (int64_t i = 0; i < m; ++i) {
+                for (int l = 0; l < at.lanes; ++l) dst[(w0 + i) * at.pixel + l] = from_acc<scalar_t>(dx_tile[i * LANES + l]);
+              }
+            }
+          }
+        }
+      }
+      // dL/dweight[t] = sum over output pixels of grad_output * r at the tap's offset; the padded
+      // grad_output read from (S, S) is grad_output at pitch Wp with zero padding columns.
+      const acc_t* gz = gp.data() + (STAGES * p.Wp + STAGES) * LANES;
+      for (int t = 0; t < kTaps; ++t) tile_sums(p, gz, r.data() + p.offsets[t] * LANES, dw_sum.data() + t * kTileValues);
+      tile_sums(p, gz, nullptr, db_sum.data());
+    }
+    // This item's row of the partial buffers: its lanes' totals over the tile pixels, in order.
+    acc_t* dth_out = static_cast<acc_t*>(a.grad_theta_partial) + part * STAGES * C;
+    acc_t* dom_out = static_cast<acc_t*>(a.grad_omega_partial) + part * STAGES * C;
+    acc_t* dw_out = static_cast<acc_t*>(a.grad_weight_partial) + part * C * kTaps;
+    acc_t* db_out = static_cast<acc_t*>(a.grad_bias_partial) + part * C;
+    acc_t totals[LANES];
+    for (int s = 0; s < STAGES; ++s) {
+      lane_totals(dth_sum.data() + s * kTileValues, totals);
+      for (int l = 0; l < lanes.lanes; ++l) dth_out[s * C + lanes.c0 + l] = totals[l];
+      lane_totals(dom_sum.data() + s * kTileValues, totals);
+      for (int l = 0; l < lanes.lanes; ++l) dom_out[s * C + lanes.c0 + l] = totals[l];
+    }
+    for (int t = 0; t < kTaps; ++t) {
+      lane_totals(dw_sum.data() + t * kTileValues, totals);
+      for (int l = 0; l < lanes.lanes; ++l) dw_out[(lanes.c0 + l) * kTaps + t] = totals[l];
+    }
+    lane_totals(db_sum.data(), totals);
+    for (int l = 0; l < lanes.lanes; ++l) db_out[lanes.c0 + l] = totals[l];
+  }
+
+  // totals[l] = the sum over a tile's pixels of sums[pixel * LANES + l], in a fixed order: halving the
+  // tile, the second half added to the first (vector adds, not one long chain of scalar ones).
+  static LSLU_CPU_INLINE void lane_totals(const acc_t* sums, acc_t (&totals)[LANES]) {
+    acc_t t[kTileValues];
+    std::memcpy(t, sums, sizeof(t));
+    for (int n = kTileValues / 2; n >= LANES; n /= 2) {
+      for (int i = 0; i < n; ++i) t[i] += t[i + n];
+    }
+    for (int l = 0; l < LANES; ++l) totals[l] = t[l];
+  }
+
+  // Backward's batch parts: as many as leave each part one buffer of planes side by side, at most
+  // kMaxBatchParts; from the sizes alone.
+  static LSLU_CPU_INLINE int64_t batch_parts(const DwconvArgs& a) {
+    return std::max<int64_t>(1, std::min(ceil_div(a.batch, group_planes(a)), kMaxBatchParts));
+  }
+};
+
+// Channels-last planes take 64 bytes of channels per pixel (NCHW planes one channel).
+template <typename scalar_t>
+constexpr int kChannelsLastLanes = int(64 / sizeof(scalar_t));
+
+template <typename Body>
+void dispatch(const DwconvArgs& a, Body&& body) {
+  LSLU_DTYPE_SWITCH(a.dtype, scalar_t, [&] {
+    LSLU_STAGES_SWITCH(a.stages, STAGES, [&] {
+      if (a.channels_last) {
+        body(Fused<scalar_t, STAGES, kChannelsLastLanes<scalar_t>>{});
+      } else {
+        body(Fused<scalar_t, STAGES, 1>{});
+      }
+    });
+  });
+}
+
+template <typename F>
+struct ForwardWork {
+  static LSLU_CPU_INLINE void run(const DwconvArgs& a, int64_t first, int64_t last) { F::forward(a, first, last); }
+};
+template <typename F>
+struct BackwardWork {
+  static LSLU_CPU_INLINE void run(const DwconvArgs& a, int64_t item) { F::backward(a, item); }
+};
+
+bool no_work(const DwconvArgs& a) { return a.batch <= 0 || a.channels <= 0 || a.height <= 0 || a.width <= 0; }
+
+void forward(const DwconvArgs& a, int threads) {
+  if (no_work(a)) return;
+  dispatch(a, [&](auto f) {
+    using F = decltype(f);
+    parallel_ranges<ForwardWork<F>>(F::blocks(a) * ceil_div(a.batch, F::group_planes(a)), threads, a);
+  });
+}
+
+int64_t backward_partials(const DwconvArgs& a) {
+  int64_t parts = 1;
+  if (!no_work(a)) dispatch(a, [&](auto f) { parts = decltype(f)::batch_parts(a); });
+  return parts;
+}
+
+void backward(const DwconvArgs& a, int threads) {
+  if (no_work(a)) return;
+  dispatch(a, [&](auto f) {
+    using F = decltype(f);
+    parallel_parts<BackwardWork<F>>(a.partials * F::blocks(a), threads, a);
+  });
+}
+
+}  // namespace
+
+const CpuDwconvEntryPoints lslu_dwconv_cpu = {&forward, &backward, &backward_partials};
+
+}  // namespace lslu_kernels
