@@ -393,12 +393,17 @@ def append_rows(path: pathlib.Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _report():
-    """benchmarks/report.py, which holds the targets (loaded from beside this file: run.py is a script)."""
-    spec = importlib.util.spec_from_file_location("report", pathlib.Path(__file__).with_name("report.py"))
+def _sibling(name: str):
+    """benchmarks/<name>.py, loaded from beside this file (run.py is a script, not a package's module)."""
+    spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _report():
+    """benchmarks/report.py, which holds the targets."""
+    return _sibling("report")
 
 
 def main(argv=None):
@@ -423,6 +428,8 @@ def main(argv=None):
                         help="CSV to append to (default: benchmarks/results/local/<device>.csv, "
                              "with --full benchmarks/results/<device>.csv)")
     parser.add_argument("--no-save", action="store_true", help="print the tables only")
+    parser.add_argument("--no-overhead", action="store_true",
+                        help="leave out the per-call overhead table (benchmarks/overhead.py) after the sweep")
     args = parser.parse_args(argv)
     sweep = "full" if args.full else "smoke" if args.smoke else "default"
 
@@ -512,6 +519,9 @@ def main(argv=None):
         console.print("[bold]Targets[/] (benchmarks/report.py), this run's values:")
         for line in targets:
             console.print(line, markup=False, highlight=False)
+    if not args.no_overhead:  # 64-element calls against F.prelu and the registration mechanisms (issue 13)
+        _sibling("overhead").report(device, console, min_time=0.0 if sweep == "smoke" else 0.5,
+                                    cpp_floor=sweep != "smoke")
     if save:
         console.print(f"appended {len(rows)} rows to {path}")
 
