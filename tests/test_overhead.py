@@ -197,3 +197,33 @@ def test_hot_path_hands_parameters_over_as_they_are(monkeypatch, fresh_plans, ke
     for what, given in seen:
         assert given == addresses, (f"{op.name} on {kernel_backend}: {what} got parameters at {given}, "
                                     f"not the parameters' own storage {addresses}")
+
+
+class _Activation(torch.nn.Module):
+    def __init__(self, op, params, backend):
+        super().__init__()
+        self.op, self.backend = op, backend
+        self.params = torch.nn.ParameterList(params)
+
+    def forward(self, x):
+        return self.op.fn(x, *self.params, backend=self.backend)
+
+
+@pytest.mark.parametrize("op", OPS, ids=str)
+def test_traced_calls_take_the_custom_ops(kernel_backend, op):
+    """torch.compile and torch.export see lslu_kernels::<op>, not the eager path's autograd.Function."""
+    x, params, _ = _inputs(op, kernel_backend)
+    model = _Activation(op, params, kernel_backend)
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(model, backend=recording_backend, fullgraph=True)(x)
+    compiled = {str(node.target) for gm in graphs for node in gm.graph.nodes if node.op == "call_function"}
+    assert f"lslu_kernels.{op.name}.default" in compiled, f"{op.name}: torch.compile traced {compiled}"
+    exported = torch.export.export(model, (x.detach(),))
+    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert f"lslu_kernels.{op.name}.default" in targets, f"{op.name}: torch.export traced {targets}"
