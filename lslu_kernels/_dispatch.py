@@ -197,18 +197,20 @@ def define(op: Activation) -> Callable[..., torch.Tensor]:
     n_params = len(op.params)
     tag = object()
 
+    def impl_plan(x, params, channel_dim, backend) -> _Plan:
+        """The custom ops' plan: cached as the eager path's (a subclass's inputs get a fresh one)."""
+        return _plan(op, tag, x, params, channel_dim, backend) or _Plan(op, x, params, channel_dim, backend)
+
     def forward_impl(x, *rest):
         params, channel_dim, backend = rest[:n_params], rest[n_params], rest[n_params + 1]
-        return _run_forward(_plan(op, tag, x, params, channel_dim, backend) or _Plan(op, x, params, channel_dim, backend),
-                            x, params)
+        return _run_forward(impl_plan(x, params, channel_dim, backend), x, params)
 
     def forward_fake(x, *rest):
         return torch.empty_like(_layout.dense(x))
 
     def backward_impl(grad_output, x, *rest):
         params, channel_dim, backend = rest[:n_params], rest[n_params], rest[n_params + 1]
-        return _run_backward(_plan(op, tag, x, params, channel_dim, backend) or _Plan(op, x, params, channel_dim, backend),
-                             grad_output, x, params)
+        return _run_backward(impl_plan(x, params, channel_dim, backend), grad_output, x, params)
 
     def backward_fake(grad_output, x, *rest):
         params = rest[:n_params]
