@@ -103,7 +103,8 @@ class _Plan:
     """What one signature of the inputs needs at each call: all of it depends only on dtypes, shapes,
     devices and the backend asked for, so it is worked out once (SPEC.md section 3's checks included)."""
 
-    __slots__ = ("channel_dim", "backend", "forward", "backward", "view", "empty", "cuda", "copy_params", "launches")
+    __slots__ = ("channel_dim", "backend", "forward", "backward", "view", "empty", "cuda", "copy_params", "bind",
+                 "launches", "contiguous_launches")
 
     def __init__(self, op: Activation, x, params, channel_dim, backend):
         self.channel_dim = _check_inputs(op, x, params, channel_dim)
@@ -118,10 +119,17 @@ class _Plan:
         self.cuda = x.is_cuda
         # The kernel backends read contiguous parameters; contiguous ones pass through untouched.
         self.copy_params = not all(p.is_contiguous() for p in params)
-        # A backend whose forward has ``bind`` (the C++ host) works out once what its launches for
-        # inputs like these need: it serves contiguous x of this signature.
-        bind = getattr(self.forward, "bind", None)
-        self.launches = None if bind is None or self.empty else bind(x, params, *self.view)
+        # A backend whose forward has ``bind`` (the C++ host) works out once per (outer, C, inner) what
+        # its launches need: a contiguous x's here, another layout's (channels-last) on its first call.
+        self.bind = None if self.empty else getattr(self.forward, "bind", None)
+        self.contiguous_launches = None if self.bind is None else self.bind(x, params, *self.view)
+        self.launches = {self.view: self.contiguous_launches}
+
+    def launches_for(self, x, params, view):
+        launches = self.launches.get(view)
+        if launches is None:
+            launches = self.launches[view] = self.bind(x, params, *view)
+        return launches
 
 
 def _plan(op: Activation, tag: object, x, params, channel_dim, backend) -> _Plan | None:
@@ -152,41 +160,50 @@ def _layout_of(plan: _Plan, x):
     return x, _layout.channel_view(x, plan.channel_dim)
 
 
+# Triton and the CUDA extension launch on the current device (and stream), which need not be x's:
+# x's GPU is made the current device around each launch.
+
 def _run_forward(plan: _Plan, x, params):
-    if plan.launches is not None and x.is_contiguous():
-        if plan.cuda:
-            with torch.cuda.device(x.device):
-                return plan.launches.forward(x, params)
-        return plan.launches.forward(x, params)
-    x, (outer, channels, inner) = _layout_of(plan, x)
-    if plan.empty:
-        return torch.empty_like(x)
-    if plan.copy_params:
-        params = [p.contiguous() for p in params]
-    if plan.cuda:  # Triton and the CUDA extension launch on the current device (and stream), which need not be x's
-        with torch.cuda.device(x.device):
+    launches = plan.contiguous_launches
+    if launches is None or not x.is_contiguous():
+        x, (outer, channels, inner) = _layout_of(plan, x)
+        if plan.empty:
+            return torch.empty_like(x)
+        if plan.bind is None:
+            if plan.copy_params:
+                params = [p.contiguous() for p in params]
+            if plan.cuda:
+                with torch.cuda.device(x.device):
+                    return plan.forward(x, *params, outer=outer, C=channels, inner=inner)
             return plan.forward(x, *params, outer=outer, C=channels, inner=inner)
-    return plan.forward(x, *params, outer=outer, C=channels, inner=inner)
+        launches = plan.launches_for(x, params, (outer, channels, inner))
+    if plan.cuda:
+        with torch.cuda.device(x.device):
+            return launches.forward(x, params)
+    return launches.forward(x, params)
 
 
 def _run_backward(plan: _Plan, grad_output, x, params):
-    if plan.launches is not None and x.is_contiguous():
-        if grad_output.dtype != x.dtype or not grad_output.is_contiguous():
-            grad_output = _layout.like(grad_output, x)
-        if plan.cuda:
-            with torch.cuda.device(x.device):
-                return plan.launches.backward(grad_output, x, params)
-        return plan.launches.backward(grad_output, x, params)
-    x, (outer, channels, inner) = _layout_of(plan, x)
-    if plan.empty:
-        return (torch.empty_like(x), *(torch.zeros_like(p) for p in params))
-    if plan.copy_params:
-        params = [p.contiguous() for p in params]
-    grad_output = _layout.like(grad_output, x)
+    launches = plan.contiguous_launches
+    if launches is None or not x.is_contiguous():
+        x, (outer, channels, inner) = _layout_of(plan, x)
+        if plan.empty:
+            return (torch.empty_like(x), *(torch.zeros_like(p) for p in params))
+        grad_output = _layout.like(grad_output, x)
+        if plan.bind is None:
+            if plan.copy_params:
+                params = [p.contiguous() for p in params]
+            if plan.cuda:
+                with torch.cuda.device(x.device):
+                    return tuple(plan.backward(grad_output, x, *params, outer=outer, C=channels, inner=inner))
+            return tuple(plan.backward(grad_output, x, *params, outer=outer, C=channels, inner=inner))
+        launches = plan.launches_for(x, params, (outer, channels, inner))
+    elif grad_output.dtype != x.dtype or not grad_output.is_contiguous():
+        grad_output = _layout.like(grad_output, x)
     if plan.cuda:
         with torch.cuda.device(x.device):
-            return tuple(plan.backward(grad_output, x, *params, outer=outer, C=channels, inner=inner))
-    return tuple(plan.backward(grad_output, x, *params, outer=outer, C=channels, inner=inner))
+            return launches.backward(grad_output, x, params)
+    return launches.backward(grad_output, x, params)
 
 
 def define(op: Activation) -> Callable[..., torch.Tensor]:
