@@ -20,8 +20,7 @@ def sum_partials(partial: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     result is the same from run to run), then over channels when the parameter
     is shared (its last axis has size 1), and casts to the parameter's dtype.
     """
-    # One program's row is its own sum (bit for bit): a view of it, not a reduction (small tensors).
-    total = partial[0] if partial.shape[0] == 1 else partial.sum(0)
+    total = partial.sum(0)
     if param.shape[-1] == 1 and total.shape[-1] != 1:
         total = total.sum(-1, keepdim=True)
-    return total if total.dtype == param.dtype else total.to(param.dtype)
+    return total.to(param.dtype)

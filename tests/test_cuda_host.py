@@ -31,8 +31,8 @@ class RecordingExtension:
         if name not in KERNEL_CALLS:
             return target
 
-        def call(*args, **kwargs):
-            self.force_int64[name] = kwargs["force_int64"]
+        def call(*args, **kwargs):  # force_int64: the last argument, by name or by position
+            self.force_int64[name] = kwargs["force_int64"] if "force_int64" in kwargs else args[-1]
             return target(*args, **kwargs)
 
         return call

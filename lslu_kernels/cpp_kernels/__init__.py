@@ -160,19 +160,23 @@ class Launches:
         self.forward_kernel, self.backward_kernel, self.partials_kernel = (getattr(ext, name)
                                                                           for name in spec.entry_points)
         self.sizes = dict(dtype=dtype_name(x), outer=outer, channels=C, inner=inner, size=self.size)
+        # The kernels' arguments after the addresses, in the bindings' order (csrc/bindings.cpp): passed
+        # by position, as pybind11 spends over a microsecond matching keyword arguments.
+        self.size_args = tuple(self.sizes.values())
         self.numel = outer * C * inner
         self.cuda = x.is_cuda
         # CPU work below two threads' grain runs on one thread whatever torch's thread count.
-        self.fixed_exec = None if self.cuda or self.numel >= 2 * CPU_GRAIN else {"threads": 1}
+        self.fixed_exec = None if self.cuda or self.numel >= 2 * CPU_GRAIN else 1
         self.params_as_they_are = all(p is q for p, q in zip(params, spec.params(x, C, *params)))
         self.partial_shapes = None  # on the first backward: a forward-only use never asks
 
-    def exec_arg(self) -> dict:
+    def exec_arg(self) -> int:
+        """Where the extension runs: the current CUDA stream, or the number of CPU threads."""
         if self.fixed_exec is not None:
             return self.fixed_exec
         if self.cuda:
-            return {"stream": torch.cuda.current_stream(self.device).cuda_stream}
-        return {"threads": max(1, min(torch.get_num_threads(), self.numel // CPU_GRAIN))}
+            return torch.cuda.current_stream(self.device).cuda_stream
+        return max(1, min(torch.get_num_threads(), self.numel // CPU_GRAIN))
 
     def kernel_params(self, x, params):
         return params if self.params_as_they_are else self.spec.params(x, self.channels, *params)
@@ -180,8 +184,8 @@ class Launches:
     def forward(self, x, params):
         kernel_params = self.kernel_params(x, params)
         y = torch.empty_like(x)
-        self.forward_kernel(x.data_ptr(), y.data_ptr(), [p.data_ptr() for p in kernel_params], **self.sizes,
-                            **self.exec_arg(), force_int64=forcing_int64())
+        self.forward_kernel(x.data_ptr(), y.data_ptr(), [p.data_ptr() for p in kernel_params], *self.size_args,
+                            self.exec_arg(), forcing_int64())
         return y
 
     def backward(self, grad_output, x, params):
@@ -193,8 +197,8 @@ class Launches:
         # Every entry is written by the kernels.
         partial = [torch.empty(shape, dtype=kernel_params[0].dtype, device=x.device) for shape in self.partial_shapes]
         self.backward_kernel(grad_output.data_ptr(), x.data_ptr(), grad_x.data_ptr(),
-                             [p.data_ptr() for p in kernel_params], [b.data_ptr() for b in partial], **self.sizes,
-                             partials=self.partials, **self.exec_arg(), force_int64=forcing_int64())
+                             [p.data_ptr() for p in kernel_params], [b.data_ptr() for b in partial], *self.size_args,
+                             self.partials, self.exec_arg(), forcing_int64())
         return (grad_x, *self.spec.grads(partial, *params))
 
 
