@@ -10,11 +10,22 @@ fake implementations and registered autograd, so ``torch.compile`` traces them
 without graph breaks. The reference backend is called directly: it is the
 oracle and stays independent of this layer.
 
+Eager calls on plain tensors (nothing tracing or transforming them) take a
+shorter path to the same kernels (README, "Per-call overhead"): the checks, the
+backend choice and the kernels are worked out once per signature of the inputs
+(:class:`_Plan`), and an ``autograd.Function`` (or, without grad, the kernels
+directly) stands for the custom ops, whose per-call machinery costs several
+times ``F.prelu``. The custom ops' implementations share the plans.
+
 A kernel backend provides, per op, two host functions taking the dense tensor
 and its ``(outer, C, inner)`` view (see ``_layout``):
 
     <op>_forward(x, *params, outer, C, inner) -> y
     <op>_backward(grad_output, x, *params, outer, C, inner) -> (grad_x, *grad_params)
+
+A forward with a ``bind(x, params, outer, C, inner)`` attribute (the C++ host)
+returns launches for inputs like these, which the plan keeps:
+``launches.forward(x, params)`` and ``launches.backward(grad_output, x, params)``.
 """
 
 import math
