@@ -408,11 +408,6 @@ def _sibling(name: str):
     return module
 
 
-def _report():
-    """benchmarks/report.py, which holds the targets."""
-    return _sibling("report")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     op_names = sorted({op.label.split()[0] for op in OPS})
@@ -440,6 +435,8 @@ def main(argv=None):
     parser.add_argument("--no-layer", action="store_true",
                         help="skip the full layer's fused/unfused comparison (benchmarks/layer.py; CPU only, "
                              "run when --ops is not given)")
+    parser.add_argument("--no-overhead", action="store_true",
+                        help="leave out the per-call overhead table (benchmarks/overhead.py) after the sweep")
     args = parser.parse_args(argv)
     sweep = "full" if args.full else "smoke" if args.smoke else "default"
 
@@ -529,6 +526,9 @@ def main(argv=None):
         console.print("[bold]Targets[/] (benchmarks/report.py), this run's values:")
         for line in targets:
             console.print(line, markup=False, highlight=False)
+    if not args.no_overhead:  # 64-element calls against F.prelu and the registration mechanisms (issue 13)
+        _sibling("overhead").report(device, console, min_time=0.0 if sweep == "smoke" else 0.5,
+                                    cpp_floor=sweep != "smoke")
     if save:
         console.print(f"appended {len(rows)} rows to {path}")
     if device.type == "cpu" and args.ops is None and not args.no_layer:

@@ -5,10 +5,13 @@
 // (lslu_kernels/cpp_kernels/) allocates and checks them. Every op has the same three
 // functions, made from its row of the table of entry points (kernel_abi.h):
 //
-//   <op>_forward(x, y, params, *, dtype, outer, channels, inner, size, <exec>, force_int64=False)
-//   <op>_backward(grad_output, x, grad_input, params, partial, *, dtype, outer, channels, inner,
+//   <op>_forward(x, y, params, dtype, outer, channels, inner, size, <exec>, force_int64=False)
+//   <op>_backward(grad_output, x, grad_input, params, partial, dtype, outer, channels, inner,
 //                 size, partials, <exec>, force_int64=False)
 //   <op>_backward_partials(*, dtype, outer, channels, inner, size, multiprocessors)
+//
+// The kernel calls take their arguments by position as well as by name: the host calls them by
+// position on every call, where pybind11 spends over a microsecond matching keyword arguments.
 //
 // with <exec> `stream` (a cudaStream_t) in _C_cuda and `threads` (OpenMP threads) in _C_cpu.
 #include <pybind11/pybind11.h>
@@ -109,7 +112,7 @@ void define_op(py::module_& m, const std::string& op, const EntryPoints& e) {
         py::gil_scoped_release no_gil;
         run(e.forward, a, exec);
       },
-      py::arg("x"), py::arg("y"), py::arg("params"), py::kw_only(), py::arg("dtype"), py::arg("outer"),
+      py::arg("x"), py::arg("y"), py::arg("params"), py::arg("dtype"), py::arg("outer"),
       py::arg("channels"), py::arg("inner"), py::arg("size"), py::arg(kExec), py::arg("force_int64") = false);
   m.def(
       (op + "_backward").c_str(),
@@ -124,7 +127,7 @@ void define_op(py::module_& m, const std::string& op, const EntryPoints& e) {
         run(e.backward, a, exec);
       },
       py::arg("grad_output"), py::arg("x"), py::arg("grad_input"), py::arg("params"), py::arg("partial"),
-      py::kw_only(), py::arg("dtype"), py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("size"),
+      py::arg("dtype"), py::arg("outer"), py::arg("channels"), py::arg("inner"), py::arg("size"),
       py::arg("partials"), py::arg(kExec), py::arg("force_int64") = false);
   m.def(
       (op + "_backward_partials").c_str(),

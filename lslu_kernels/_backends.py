@@ -39,6 +39,23 @@ class Backend:
         return self.available and (self.serves is None or device_type in self.serves)
 
 
+# os.environ's own store and the key it files ENV_VAR under: reading them is a plain dict lookup,
+# where os.environ.get encodes the key and raises and catches a KeyError when the variable is unset.
+# Both are what os.environ itself reads, so a change made through os.environ is seen at the next call.
+_ENVIRON_DATA = getattr(os.environ, "_data", None)
+_ENVIRON_KEY = os.environ.encodekey(ENV_VAR) if hasattr(os.environ, "encodekey") else ENV_VAR
+
+
+def environment_backend() -> str | None:
+    """$LSLU_KERNELS_BACKEND as it is now (None when unset or empty), read at each call."""
+    if _ENVIRON_DATA is None:  # not CPython's os._Environ
+        return os.environ.get(ENV_VAR) or None
+    value = _ENVIRON_DATA.get(_ENVIRON_KEY)
+    if value is None:
+        return None
+    return os.environ.decodevalue(value) or None
+
+
 def triton_interpreter_on() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -224,18 +241,27 @@ def resolve(backend: str | None, device: torch.device, op: str) -> str:
     return backend
 
 
+# (backend, op) -> its (forward, backward) host functions, imported on first use.
+_KERNELS: dict[tuple[str, str], tuple] = {}
+
+
 def kernels(backend: str, op: str):
-    """The ``(forward, backward)`` host functions of ``op`` in a kernel backend.
+    """The ``(forward, backward)`` host functions of ``op`` in a kernel backend (imported once).
 
     Convention: backend ``triton`` keeps op ``foo`` in ``triton_kernels/foo.py``
     as ``foo_forward`` and ``foo_backward``; the C++ backends ``cpu`` and
     ``cuda`` share one host for every op, ``lslu_kernels/cpp_kernels``, with a
     row per op in its ``OPS``.
     """
-    if backend in ("cpu", "cuda"):
-        return importlib.import_module("lslu_kernels.cpp_kernels").kernels(op)
-    module = importlib.import_module(f"lslu_kernels.{backend}_kernels.{op}")
-    return getattr(module, f"{op}_forward"), getattr(module, f"{op}_backward")
+    found = _KERNELS.get((backend, op))
+    if found is None:
+        if backend in ("cpu", "cuda"):
+            found = importlib.import_module("lslu_kernels.cpp_kernels").kernels(op)
+        else:
+            module = importlib.import_module(f"lslu_kernels.{backend}_kernels.{op}")
+            found = getattr(module, f"{op}_forward"), getattr(module, f"{op}_backward")
+        _KERNELS[backend, op] = found
+    return found
 
 
 def has_kernels(backend: str, op: str) -> bool:

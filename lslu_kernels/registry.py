@@ -34,7 +34,8 @@ class Activation:
     param_channel_axis: tuple[int, ...]
     # reference(x, *params, channel_dim) -> y
     reference: Callable[..., torch.Tensor]
-    # Extra per-op checks on the parameters (raise ValueError), after the generic ones.
+    # Extra per-op checks on the parameters (raise ValueError), after the generic ones. They must read only
+    # the parameters' shapes, dtypes and devices: the dispatch layer runs them once per signature of the inputs.
     check_params: Callable[..., None] | None = None
     # The op's name in records and plots, its module class's name; "" means name.upper().
     label: str = ""

@@ -11,7 +11,7 @@ import importlib
 import pytest
 import torch
 
-from lslu_kernels import cpp_kernels
+from lslu_kernels import _dispatch, cpp_kernels
 
 from ops import OPS
 
@@ -31,8 +31,8 @@ class RecordingExtension:
         if name not in KERNEL_CALLS:
             return target
 
-        def call(*args, **kwargs):
-            self.force_int64[name] = kwargs["force_int64"]
+        def call(*args, **kwargs):  # force_int64: the last argument, by name or by position
+            self.force_int64[name] = kwargs["force_int64"] if "force_int64" in kwargs else args[-1]
             return target(*args, **kwargs)
 
         return call
@@ -43,6 +43,7 @@ class RecordingExtension:
 def test_force_int64_reaches_every_kernel_call(monkeypatch, op, forced):
     recording = RecordingExtension()
     monkeypatch.setattr(cpp_kernels, "extension", lambda device: recording)
+    monkeypatch.setattr(_dispatch, "_PLANS", {})  # the launches of cached plans hold the real extension
     x = torch.randn(2, 5, 7, requires_grad=True)
     params = [p.requires_grad_() for p in op.make_params(5, op.variants[0])]
     monkeypatch.setattr(cpp_kernels, "FORCE_INT64", forced)  # after the import: read at the call

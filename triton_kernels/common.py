@@ -107,13 +107,20 @@ def tile_config(outer: int, C: int, inner: int, numel: int, max_block_c: int = T
     )
 
 
+# CUDA device index -> its multiprocessor count, asked once per device (not at each backward).
+_MULTIPROCESSORS: dict[int, int] = {}
+
+
 def reduction_programs(device: torch.device, n_tiles: int, n_c_blocks: int) -> int:
     """Programs per channel block of a backward launch: enough to fill the GPU, at most one per tile.
 
     The launch is a 1-D grid of ``programs * n_c_blocks`` (CUDA limits the other grid axes to 65535).
     """
     if device.type == "cuda":
-        target = PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index not in _MULTIPROCESSORS:
+            _MULTIPROCESSORS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+        target = PROGRAMS_PER_SM * _MULTIPROCESSORS[index]
     else:  # the interpreter runs programs one after another: fewer is faster
         target = 4
     return max(1, min(n_tiles, target // n_c_blocks))
