@@ -117,6 +117,21 @@ void parallel_parts(int64_t parts, int threads, const Extra&... extra) {
   for (int64_t part = 0; part < parts; ++part) run_at_level<Work>(isa, extra..., part);
 }
 
+// A backward part's partial rows, located through the op's functor (Op::partial_sum, the
+// layout the CUDA engine writes through write_sum): sum k of channel c at row[k][c], for the
+// ops whose partial rows run over the channels (LSLU, PVLU). Zeroed here: the part adds into them.
+template <typename Op>
+struct PartialRows {
+  using acc_t = typename Op::acc_t;
+  acc_t* row[Op::kSums];
+  LSLU_CPU_INLINE PartialRows(const Op& op, int64_t part, int64_t channels) {
+    for (int k = 0; k < Op::kSums; ++k) {
+      row[k] = &op.partial_sum(part, channels, 0, k);
+      std::fill(row[k], row[k] + channels, acc_t(0));
+    }
+  }
+};
+
 // K sums per lane of kLanes; total(k) adds sum k's lanes in index order.
 template <typename acc_t, int K>
 struct LaneSums {
