@@ -32,24 +32,18 @@ constexpr int64_t kMaxPartials = 256;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// A call's pointers in their types: elements in scalar_t, parameters and partial sums in the
-// compute type.
+// A call's element pointers in scalar_t (parameters and partial sums: through the op's functor).
 template <typename scalar_t>
 struct Tensors {
-  using acc_t = acc_type<scalar_t>;
   const scalar_t* x;
   scalar_t* y;
   const scalar_t* grad_output;
   scalar_t* grad_input;
-  const KernelArgs& a;
   LSLU_CPU_INLINE explicit Tensors(const KernelArgs& args)
       : x(static_cast<const scalar_t*>(args.x)),
         y(static_cast<scalar_t*>(args.y)),
         grad_output(static_cast<const scalar_t*>(args.grad_output)),
-        grad_input(static_cast<scalar_t*>(args.grad_input)),
-        a(args) {}
-  LSLU_CPU_INLINE const acc_t* param(int k) const { return static_cast<const acc_t*>(a.params[k]); }
-  LSLU_CPU_INLINE acc_t* partial(int k) const { return static_cast<acc_t*>(a.partial[k]); }
+        grad_input(static_cast<scalar_t*>(args.grad_input)) {}
 };
 
 inline bool empty(const KernelArgs& a) { return a.outer <= 0 || a.channels <= 0 || a.inner <= 0; }
