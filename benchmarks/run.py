@@ -355,7 +355,17 @@ def memory_case(case: Case, provider: Provider, device: torch.device) -> tuple[i
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return (f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads, "
+            f"cpu kernels {cpu_kernels()}")
+
+
+def cpu_kernels() -> str:
+    """The cpu backend's instruction-set level and vector width (csrc/cpu/isa.h), e.g. "avx512 (512-bit vectors)"."""
+    try:
+        ext = importlib.import_module("lslu_kernels._C_cpu")
+    except ImportError:
+        return "not built"
+    return f"{ext.isa()} ({ext.vector_bits()}-bit vectors)"
 
 
 def git_commit() -> str:

@@ -312,6 +312,9 @@ PYBIND11_MODULE(_C_cpu, m) {
   m.def(
       "isa", [] { return std::string(cpu_isa_name(cpu_isa())); }, "The level the kernels run at now.");
   m.def(
+      "vector_bits", [] { return cpu_isa_vector_bits(cpu_isa()); },
+      "The widest vectors, in bits, of the code at the level the kernels run at now (0: none known).");
+  m.def(
       "supported_isas",
       [] {
         py::list names;

@@ -109,9 +109,15 @@ LSLU_UNROLL
     return dx;
   }
 
-  LSLU_HD void write_sum(int64_t part, int64_t channels, int64_t channel, int k, acc_t total) const {
+  // Where sum k of `channel` in partial row `part` lives: the CUDA engine writes each once
+  // (write_sum), the CPU engine adds a part's sums into it (cpu/engine.h, PartialRows).
+  LSLU_HD acc_t& partial_sum(int64_t part, int64_t channels, int64_t channel, int k) const {
     acc_t* out = k % 2 == 0 ? dtheta_partial : domega_partial;
-    out[(part * STAGES + k / 2) * channels + channel] = total;
+    return out[(part * STAGES + k / 2) * channels + channel];
+  }
+
+  LSLU_HD void write_sum(int64_t part, int64_t channels, int64_t channel, int k, acc_t total) const {
+    partial_sum(part, channels, channel, k) = total;
   }
 };
 

@@ -138,8 +138,13 @@ struct PvluOp {
     return dx;
   }
 
+  // Where sum k of `channel` in partial row `part` lives (see LsluOp::partial_sum).
+  LSLU_HD acc_t& partial_sum(int64_t part, int64_t channels, int64_t channel, int k) const {
+    return (k == 0 ? dalpha_partial : dbeta_partial)[part * channels + channel];
+  }
+
   LSLU_HD void write_sum(int64_t part, int64_t channels, int64_t channel, int k, acc_t total) const {
-    (k == 0 ? dalpha_partial : dbeta_partial)[part * channels + channel] = total;
+    partial_sum(part, channels, channel, k) = total;
   }
 };
 

@@ -53,6 +53,10 @@ def test_quick_sweep_writes_every_provider_and_mode(quick_results):
         got = {(r["provider"], r["mode"]) for r in rows if (r["op"], r["dtype"], r["shape"], r["layout"]) == case}
         expected = {(p, m) for p in providers for m in run.MODES}
         assert expected <= got, f"{case}: missing {sorted(expected - got)}"
+    if device.type == "cpu" and "cpu" in kernels:  # the device names the level and vector width the kernels ran at
+        ext = importlib.import_module("lslu_kernels._C_cpu")
+        shown = f"cpu kernels {ext.isa()} ({ext.vector_bits()}-bit vectors)"
+        assert all(r["device"].endswith(shown) for r in rows), f"device {rows[0]['device']!r} lacks {shown!r}"
     for r in rows:
         assert float(r["median_ms"]) > 0 and float(r["q20_ms"]) <= float(r["q80_ms"]), f"times of {r}"
         if r["mode"] == "forward+backward":

@@ -5,6 +5,7 @@ source does not compile: the install would have failed or skipped the extension.
 """
 
 import importlib
+import platform
 import os
 import shutil
 import subprocess
@@ -59,6 +60,9 @@ def test_cpu_isa_switch():
         for level in supported:
             ext.set_isa(level)
             assert ext.isa() == level, f"set_isa({level!r}) left the level at {ext.isa()!r}"
+            if platform.machine() in ("x86_64", "AMD64"):  # the widths isa.h asks the compiler for
+                bits = {"baseline": 128, "avx2": 256, "avx512": 512}[level]
+                assert ext.vector_bits() == bits, f"{level}: vector_bits() = {ext.vector_bits()}, expected {bits}"
         for level in {"avx2", "avx512"} - set(supported):
             with pytest.raises(ValueError, match=f"has no {level} level; it supports"):
                 ext.set_isa(level)

@@ -32,24 +32,18 @@ constexpr int64_t kMaxPartials = 256;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// A call's pointers in their types: elements in scalar_t, parameters and partial sums in the
-// compute type.
+// A call's element pointers in scalar_t (parameters and partial sums: through the op's functor).
 template <typename scalar_t>
 struct Tensors {
-  using acc_t = acc_type<scalar_t>;
   const scalar_t* x;
   scalar_t* y;
   const scalar_t* grad_output;
   scalar_t* grad_input;
-  const KernelArgs& a;
   LSLU_CPU_INLINE explicit Tensors(const KernelArgs& args)
       : x(static_cast<const scalar_t*>(args.x)),
         y(static_cast<scalar_t*>(args.y)),
         grad_output(static_cast<const scalar_t*>(args.grad_output)),
-        grad_input(static_cast<scalar_t*>(args.grad_input)),
-        a(args) {}
-  LSLU_CPU_INLINE const acc_t* param(int k) const { return static_cast<const acc_t*>(a.params[k]); }
-  LSLU_CPU_INLINE acc_t* partial(int k) const { return static_cast<acc_t*>(a.partial[k]); }
+        grad_input(static_cast<scalar_t*>(args.grad_input)) {}
 };
 
 inline bool empty(const KernelArgs& a) { return a.outer <= 0 || a.channels <= 0 || a.inner <= 0; }
@@ -116,6 +110,21 @@ void parallel_parts(int64_t parts, int threads, const Extra&... extra) {
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t part = 0; part < parts; ++part) run_at_level<Work>(isa, extra..., part);
 }
+
+// A backward part's partial rows, located through the op's functor (Op::partial_sum, the
+// layout the CUDA engine writes through write_sum): sum k of channel c at row[k][c], for the
+// ops whose partial rows run over the channels (LSLU, PVLU). Zeroed here: the part adds into them.
+template <typename Op>
+struct PartialRows {
+  using acc_t = typename Op::acc_t;
+  acc_t* row[Op::kSums];
+  LSLU_CPU_INLINE PartialRows(const Op& op, int64_t part, int64_t channels) {
+    for (int k = 0; k < Op::kSums; ++k) {
+      row[k] = &op.partial_sum(part, channels, 0, k);
+      std::fill(row[k], row[k] + channels, acc_t(0));
+    }
+  }
+};
 
 // K sums per lane of kLanes; total(k) adds sum k's lanes in index order.
 template <typename acc_t, int K>

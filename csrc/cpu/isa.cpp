@@ -37,6 +37,20 @@ CpuIsa cpu_isa_named(const std::string& name) {
                               "' (known: avx512, avx2, baseline)");
 }
 
+int cpu_isa_vector_bits(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Avx512: return 512;
+    case CpuIsa::Avx2: return 256;
+    case CpuIsa::Baseline:
+#if defined(__x86_64__) || defined(__aarch64__)
+      return 128;
+#else
+      return 0;
+#endif
+  }
+  return 0;
+}
+
 bool cpu_supports(CpuIsa isa) {
 #if defined(LSLU_CPU_X86_LEVELS)
   __builtin_cpu_init();  // idempotent; libgcc's constructor may not have run yet for a static initializer

@@ -34,6 +34,10 @@ const char* cpu_isa_name(CpuIsa isa);
 // Throws std::invalid_argument for a name other than avx512, avx2 and baseline.
 CpuIsa cpu_isa_named(const std::string& name);
 
+// The widest vectors the compiler uses in `isa`'s code, in bits: 512 (avx512: GCC's generic
+// tuning would prefer 256, LSLU_CPU_TARGET_AVX512 asks for 512; clang's may stay at 256), 256 (avx2), 128 (baseline:
+// SSE2 on x86-64, NEON on AArch64; 0 where the baseline has no vector unit we know of).
+int cpu_isa_vector_bits(CpuIsa isa);
 // Whether the CPU (and this build) runs `isa`'s code.
 bool cpu_supports(CpuIsa isa);
 // The level the kernels run at now.
@@ -46,7 +50,13 @@ void set_cpu_isa_from_environment();
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define LSLU_CPU_X86_LEVELS 1
+// prefer-vector-width=512: full-width AVX-512 loops (same operations per element, so the same
+// results as 256-bit ones; GCC's generic x86-64-v4 tuning stays at 256 bits).
+#if defined(__clang__)
 #define LSLU_CPU_TARGET_AVX512 __attribute__((target("arch=x86-64-v4")))
+#else
+#define LSLU_CPU_TARGET_AVX512 __attribute__((target("arch=x86-64-v4,prefer-vector-width=512")))
+#endif
 #define LSLU_CPU_TARGET_AVX2 __attribute__((target("arch=x86-64-v3")))
 #endif
 

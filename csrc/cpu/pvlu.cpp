@@ -212,11 +212,13 @@ LSLU_CPU_INLINE void forward_items(const KernelArgs& a, int64_t first, int64_t l
   const Tensors<scalar_t> t(a);
   const scalar_t* x = t.x;
   scalar_t* y = t.y;
-  const acc_t *alpha = t.param(0), *beta = t.param(1);
+  const PvluOp<scalar_t> op(a);
+  const acc_t *alpha = op.alpha, *beta = op.beta;  // inner == 1: a row's channels, lane by lane
   const int64_t C = a.channels;
   if (a.inner > 1) {
     for_each_chunk(a, first, last, [&](int64_t offset, int64_t n, int64_t c) LSLU_CPU_LAMBDA {
-      forward_row(x + offset, y + offset, n, OneChannel<acc_t>{alpha[c], beta[c]});
+      const auto p = op.channel(c, C);
+      forward_row(x + offset, y + offset, n, OneChannel<acc_t>{p.alpha, p.beta});
     });
   } else {
     // inner == 1: items are rows. As in backward_part: fast_sin throughout, then again
@@ -238,12 +240,14 @@ LSLU_CPU_INLINE void backward_items(const KernelArgs& a, int64_t first, int64_t 
   const Tensors<scalar_t> t(a);
   const scalar_t *x = t.x, *g = t.grad_output;
   scalar_t* dx = t.grad_input;
-  const acc_t *alpha = t.param(0), *beta = t.param(1);
+  const PvluOp<scalar_t> op(a);
+  const acc_t *alpha = op.alpha, *beta = op.beta;  // inner == 1: a row's channels, lane by lane
   const int64_t C = a.channels;
   if (a.inner > 1) {
     for_each_chunk(a, first, last, [&](int64_t offset, int64_t n, int64_t c) LSLU_CPU_LAMBDA {
-      backward_row<FAR>(x + offset, g + offset, dx + offset, n, OneChannel<acc_t>{alpha[c], beta[c]},
-                        dalpha_sum + c, dbeta_sum + c, lane_far);
+      const auto p = op.channel(c, C);
+      backward_row<FAR>(x + offset, g + offset, dx + offset, n, OneChannel<acc_t>{p.alpha, p.beta}, dalpha_sum + c,
+                        dbeta_sum + c, lane_far);
     });
   } else {
     // inner == 1: items are rows.
@@ -260,14 +264,11 @@ LSLU_CPU_INLINE void backward_items(const KernelArgs& a, int64_t first, int64_t 
 template <typename scalar_t>
 LSLU_CPU_INLINE void backward_part(const KernelArgs& a, int64_t part) {
   using acc_t = acc_type<scalar_t>;
-  const Tensors<scalar_t> t(a);
-  acc_t* dalpha_sum = t.partial(0) + part * a.channels;
-  acc_t* dbeta_sum = t.partial(1) + part * a.channels;
+  const PartialRows<PvluOp<scalar_t>> sums(PvluOp<scalar_t>(a), part, a.channels);
+  acc_t *dalpha_sum = sums.row[0], *dbeta_sum = sums.row[1];  // PvluOp's sums 0 and 1
   int64_t first, last;
   range_of(part, a.partials, work_items(a.outer, a.channels, a.inner), first, last);
   uint32_t lane_far[kLanes] = {};
-  std::fill(dalpha_sum, dalpha_sum + a.channels, acc_t(0));
-  std::fill(dbeta_sum, dbeta_sum + a.channels, acc_t(0));
   backward_items<false, scalar_t>(a, first, last, dalpha_sum, dbeta_sum, lane_far);
   uint32_t far = 0;
   for (int64_t l = 0; l < kLanes; ++l) far |= lane_far[l];

@@ -72,10 +72,9 @@ struct ChannelArrays {
         width(a.channels),
         first(a.channels),
         last(a.channels) {
-    const auto* points = static_cast<const acc_t*>(a.params[0]);
+    const PwluOp<acc_t> op(a);  // acc_t: float or double, PwluOp's own compute type
     for (int64_t c = 0; c < a.channels; ++c) {
-      const PwluChannel<acc_t> p = pwlu_channel(left_bound[c], right_bound[c], left_slope[c], right_slope[c],
-                                                points + c * (a.size + 1), a.size);
+      const PwluChannel<acc_t> p = op.channel(c, a.channels).p;
       width[c] = p.width;
       first[c] = p.first;
       last[c] = p.last;
@@ -87,13 +86,6 @@ struct ChannelArrays {
                               width[c],      first[c],       last[c]};
   }
 };
-
-template <typename acc_t>
-LSLU_CPU_INLINE PwluChannel<acc_t> channel_params(const KernelArgs& a, int64_t c) {
-  return pwlu_channel(static_cast<const acc_t*>(a.params[1])[c], static_cast<const acc_t*>(a.params[2])[c],
-                      static_cast<const acc_t*>(a.params[3])[c], static_cast<const acc_t*>(a.params[4])[c],
-                      static_cast<const acc_t*>(a.params[0]) + c * (a.size + 1), a.size);
-}
 
 // Where `n` consecutive elements fall (u, idx) and the two points around each (lower, upper):
 // locating vectorizes, only the table reads are scalar. channel_of(l) gives element l's
@@ -149,13 +141,15 @@ LSLU_CPU_INLINE void forward_items(const KernelArgs& a, const ChannelArrays<acc_
   const Tensors<scalar_t> t(a);
   const scalar_t* x = t.x;
   scalar_t* y = t.y;
-  const acc_t* points = t.param(0);
+  const PwluOp<scalar_t> op(a);
+  const acc_t* points = op.points;
   const int64_t C = a.channels;
   const int N = a.size;
   if (a.inner > 1) {
     for_each_chunk(a, first, last, [&](int64_t offset, int64_t n, int64_t c) LSLU_CPU_LAMBDA {
-      const PwluChannel<acc_t> p = channel_params<acc_t>(a, c);
-      const acc_t* table = points + c * (N + 1);
+      const auto channel = op.channel(c, C);
+      const PwluChannel<acc_t> p = channel.p;
+      const acc_t* table = channel.row;
       const auto channel_of = [p](int64_t) { return p; };  // by value: loads from p would stop if-conversion
       const auto row_of = [&](int64_t) { return table; };
       for (int64_t i = 0; i < n; i += kLanes) {
@@ -302,9 +296,11 @@ LSLU_CPU_INLINE void backward_channel_unit(const KernelArgs& a, int64_t c, int64
   const Tensors<scalar_t> t(a);
   const scalar_t *x = t.x, *g = t.grad_output;
   scalar_t* dx = t.grad_input;
-  const PwluChannel<acc_t> p = channel_params<acc_t>(a, c);
-  const acc_t* table = t.param(0) + c * (N + 1);
-  const acc_t inv_intervals = acc_t(1) / acc_t(N);
+  const PwluOp<scalar_t> op(a);
+  const auto channel = op.channel(c, C);
+  const PwluChannel<acc_t> p = channel.p;
+  const acc_t* table = channel.row;
+  const acc_t inv_intervals = op.inv_intervals;
   LaneBins<acc_t> sums(N);
   acc_t total_bins[kBins] = {};
   int64_t pending = 0;  // elements in `sums`
@@ -320,9 +316,8 @@ LSLU_CPU_INLINE void backward_channel_unit(const KernelArgs& a, int64_t c, int64
       pending = 0;
     }
   }
-  std::copy(total_bins, total_bins + N + 1, t.partial(0) + (part * C + c) * (N + 1));
-  acc_t* dscalars = t.partial(1) + part * 4 * C + c;
-  for (int k = 0; k < 4; ++k) dscalars[k * C] = sums.scalar_total(k);
+  for (int r = 0; r <= N; ++r) op.write_sum(part, C, c, r, total_bins[r]);
+  for (int k = 0; k < 4; ++k) op.write_sum(part, C, c, N + 1 + k, sums.scalar_total(k));
 }
 
 // Backward unit of the inner == 1 layout: channels [c0, c0 + width) of rows [first, last).
@@ -336,8 +331,9 @@ LSLU_CPU_INLINE void backward_rows_unit(const KernelArgs& a, const ChannelArrays
   const Tensors<scalar_t> t(a);
   const scalar_t *x = t.x, *g = t.grad_output;
   scalar_t* dx = t.grad_input;
-  const auto* points = t.param(0) + c0 * (N + 1);
-  const acc_t inv_intervals = acc_t(1) / acc_t(N);
+  const PwluOp<scalar_t> op(a);
+  const acc_t* points = op.points + c0 * (N + 1);
+  const acc_t inv_intervals = op.inv_intervals;
   // Bins summed over runs of kFlushRows rows, added to the totals after each run.
   std::vector<acc_t> bins(width * (N + 1), acc_t(0)), total_bins(width * (N + 1), acc_t(0));
   acc_t scalars[4][kTileChannels] = {}, comps[4][kTileChannels] = {};  // compensated sums
@@ -363,10 +359,9 @@ LSLU_CPU_INLINE void backward_rows_unit(const KernelArgs& a, const ChannelArrays
     for (size_t i = 0; i < bins.size(); ++i) total_bins[i] += bins[i];
     std::fill(bins.begin(), bins.end(), acc_t(0));
   }
-  std::copy(total_bins.begin(), total_bins.end(), t.partial(0) + (part * C + c0) * (N + 1));
-  acc_t* dscalars = t.partial(1) + part * 4 * C + c0;
-  for (int k = 0; k < 4; ++k) {
-    for (int64_t c = 0; c < width; ++c) dscalars[k * C + c] = scalars[k][c] - comps[k][c];
+  for (int64_t c = 0; c < width; ++c) {
+    for (int r = 0; r <= N; ++r) op.write_sum(part, C, c0 + c, r, total_bins[c * (N + 1) + r]);
+    for (int k = 0; k < 4; ++k) op.write_sum(part, C, c0 + c, N + 1 + k, scalars[k][c] - comps[k][c]);
   }
 }
 
