@@ -77,8 +77,11 @@ FULL_WIDTH_BITS = 128
 
 DTYPES = ["float32", "bfloat16", "float16", "float64"]
 BAR_DTYPES = ("float32", "bfloat16", "float16")
-# (op, size parameter): LSLU stages S, PWLU intervals N.
-OPS = [("lslu", 1), ("lslu", 3), ("lslu", 8), ("pvlu", None), ("pwlu", 16), ("pwlu", 64)]
+# (op, size parameter): LSLU stages S, PWLU intervals N, the fused layer's (lslu_dwconv) stages S.
+OPS = [("lslu", 1), ("lslu", 3), ("lslu", 8), ("pvlu", None), ("pwlu", 16), ("pwlu", 64),
+       ("lslu_dwconv", 1), ("lslu_dwconv", 3), ("lslu_dwconv", 8)]
+# Ops of 4-D images only (no (B, L, C) layout): the fused series and depthwise convolution.
+IMAGE_OPS = ("lslu_dwconv",)
 # (layout, shape, misaligned, dtypes): misaligned inputs (x and dy) start one element past an aligned address.
 # The odd shapes and the misaligned twins run in one 32-bit and one 16-bit type (float16 compiles as bfloat16
 # does but for the conversions), which keeps the gate within a few minutes on a 2-core machine.
@@ -109,7 +112,8 @@ class Case:
 
     @property
     def kernel(self) -> str:
-        label = {"lslu": f"lslu S={self.size}", "pvlu": "pvlu", "pwlu": f"pwlu N={self.size}"}[self.op]
+        label = {"lslu": f"lslu S={self.size}", "pvlu": "pvlu", "pwlu": f"pwlu N={self.size}",
+                 "lslu_dwconv": f"lslu_dwconv S={self.size}"}[self.op]
         return f"{label} {self.direction}"
 
     @property
@@ -122,9 +126,12 @@ class Case:
 
     @property
     def contiguous_run(self) -> int:
-        """Elements contiguous in memory along the channel view: ``inner`` (NCHW) or ``C`` (channels innermost)."""
+        """Elements contiguous in memory along the channel view: ``inner`` (NCHW) or ``C`` (channels innermost).
+
+        The fused convolution walks NCHW images in 2-D tiles: its contiguous runs are the image rows (``W``).
+        """
         if self.layout == "nchw":
-            return math.prod(self.shape[2:])
+            return self.shape[-1] if self.op in IMAGE_OPS else math.prod(self.shape[2:])
         return self.shape[self.channel_dim]
 
     def full_width_possible(self, itemsize: int) -> bool:
@@ -140,7 +147,8 @@ def cases(only: str | None = None) -> list[Case]:
 def _matrix() -> list[Case]:
     return [Case(op, size, direction, dtype, layout, shape, misaligned)
             for op, size in OPS for direction in ("forward", "backward")
-            for layout, shape, misaligned, dtypes in LAYOUTS for dtype in dtypes]
+            for layout, shape, misaligned, dtypes in LAYOUTS for dtype in dtypes
+            if not (op in IMAGE_OPS and len(shape) != 4)]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -174,6 +182,12 @@ def _params(case: Case, C: int, dtype):
                                                                                  dtype=dtype))
     if case.op == "pvlu":
         return torch.zeros(C, device="cuda", dtype=dtype), torch.ones(C, device="cuda", dtype=dtype)
+    if case.op == "lslu_dwconv":  # theta, omega in the compute dtype; weight and bias in x's
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        k = 2 * case.size + 1
+        return (torch.ones(case.size, C, device="cuda", dtype=compute),
+                torch.zeros(case.size, C, device="cuda", dtype=compute),
+                torch.zeros(C, 1, k, k, device="cuda", dtype=dtype), torch.zeros(C, device="cuda", dtype=dtype))
     points = torch.zeros(C, case.size + 1, device="cuda", dtype=dtype)
     return (points, *(torch.zeros(C, device="cuda", dtype=dtype) for _ in range(4)))
 
@@ -220,14 +234,18 @@ def capture(case: Case, sms: int) -> list[dict]:
             dim = case.channel_dim % len(case.shape)
             outer, C, inner = _layout.channel_view(x, dim)
             params = _params(case, C, dtype)
-            forward = getattr(module, f"{case.op}_forward")
-            backward = getattr(module, f"{case.op}_backward")
             try:
-                if case.direction == "forward":
-                    forward(x, *params, outer=outer, C=C, inner=inner)
+                if case.op in IMAGE_OPS:  # forward(x, theta, omega, weight, bias, stages), backward without bias
+                    if case.direction == "forward":
+                        module.forward(x, *params, case.size)
+                    else:
+                        dy = _stand_in(dtype, case.shape, case.layout, case.misaligned)
+                        module.backward(dy, x, *params[:3], case.size)
+                elif case.direction == "forward":
+                    getattr(module, f"{case.op}_forward")(x, *params, outer=outer, C=C, inner=inner)
                 else:
                     dy = _stand_in(dtype, case.shape, case.layout, case.misaligned)
-                    backward(dy, x, *params, outer=outer, C=C, inner=inner)
+                    getattr(module, f"{case.op}_backward")(dy, x, *params, outer=outer, C=C, inner=inner)
             except RuntimeError as error:  # fake CUDA tensors cannot be copied: only what follows the launch
                 if "not linked with support for cuda" not in str(error) or not launches:
                     raise

@@ -143,15 +143,20 @@ def _convolve(src, WEIGHT, c, c_mask, FLIP: tl.constexpr, S: tl.constexpr, PAD_W
     """
     K: tl.constexpr = 2 * S + 1
     acc = tl.zeros([BLOCK_C, OUT_H, OUT_W], dtype=src.dtype)
-    for ky in tl.static_range(K):
+    # Kernel rows in a runtime loop, the columns unrolled: K gathers of code, not K * K (which at K = 17
+    # takes the compiler minutes per kernel).
+    for ky in range(0, K):
         rows = _shift_rows(src, ky, BLOCK_C, OUT_H, HALO_H, HALO_W)
+        if FLIP:
+            w_row = WEIGHT + c * (K * K) + (K - 1 - ky) * K
+        else:
+            w_row = WEIGHT + c * (K * K) + ky * K
         for kx in tl.static_range(K):
             tap = _shift_cols(rows, kx, S, PAD_W, BLOCK_C, OUT_H, OUT_W, HALO_W)
             if FLIP:
-                w_index = (K - 1 - ky) * K + (K - 1 - kx)
+                w = tl.load(w_row + (K - 1 - kx), mask=c_mask, other=0.0).to(src.dtype)
             else:
-                w_index = ky * K + kx
-            w = tl.load(WEIGHT + c * (K * K) + w_index, mask=c_mask, other=0.0).to(src.dtype)
+                w = tl.load(w_row + kx, mask=c_mask, other=0.0).to(src.dtype)
             acc += w[:, None, None] * tap
     return acc
 
@@ -210,7 +215,7 @@ def _lslu_dwconv_backward_kernel(
     # grad_weight[c, ky, kx] = sum over the tile of g * a shifted by (ky - S, kx - S), a = lslu(x) on the halo.
     x_halo = tl.load(X + halo_offsets, mask=halo_mask, other=0.0).to(COMPUTE)
     a = tl.where(halo_mask, _series(x_halo, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, S), 0.0)
-    for ky in tl.static_range(K):
+    for ky in range(0, K):
         rows_a = _shift_rows(a, ky, BLOCK_C, OUT_H, HALO_H, HALO_W)
         for kx in tl.static_range(K):
             tap = _shift_cols(rows_a, kx, S, PAD_W, BLOCK_C, OUT_H, OUT_W, HALO_W)
@@ -272,7 +277,7 @@ def tile_config(x: torch.Tensor, stages: int) -> dict:
         side = max(triton.next_power_of_2(2 * S + 2), _prev_pow2(int(math.isqrt(budget))))
         out_h = min(_prev_pow2(side - 2 * S), triton.next_power_of_2(H))
         out_w = min(_prev_pow2(side - 2 * S), triton.next_power_of_2(W))
-        run_multiple_w, run_multiple_c = 1, math.gcd(C, 16)
+        run_multiple_w, run_multiple_c = 1, min(math.gcd(C, 16), block_c)
     else:
         block_c = 1
         pad_w = -(-S // vector) * vector if W % vector == 0 else S
@@ -281,11 +286,15 @@ def tile_config(x: torch.Tensor, stages: int) -> dict:
         out_w = min(_prev_pow2(halo_w - pad_w - S), triton.next_power_of_2(W))
         rows_budget = max(triton.next_power_of_2(2 * S + 2), HALO_ELEMENTS // halo_w)
         out_h = min(_prev_pow2(rows_budget - 2 * S), triton.next_power_of_2(H))
-        run_multiple_w, run_multiple_c = math.gcd(W, 16), 1
+        run_multiple_w, run_multiple_c = min(math.gcd(W, 16), out_w), 1
     halo_h = triton.next_power_of_2(min(out_h, H) + 2 * S)
     halo_w = triton.next_power_of_2(min(out_w, W) + pad_w + S)
     n_tiles_h, n_tiles_w, n_c_blocks = triton.cdiv(H, out_h), triton.cdiv(W, out_w), triton.cdiv(C, block_c)
     halo_elements = block_c * halo_h * halo_w
+    # Warps: as many as give each thread at least one 16-byte vector of the output tile (its stores are then
+    # 128 bits wide), 8 for the large channels-last halos.
+    out_vectors = block_c * out_h * out_w // vector
+    num_warps = 8 if halo_elements > 2048 else max(1, min(4, out_vectors // 32))
     return dict(
         BLOCK_C=block_c, OUT_H=out_h, OUT_W=out_w, HALO_H=halo_h, HALO_W=halo_w, PAD_W=pad_w,
         n_tiles_h=n_tiles_h, n_tiles_w=n_tiles_w, n_c_blocks=n_c_blocks,
@@ -293,7 +302,7 @@ def tile_config(x: torch.Tensor, stages: int) -> dict:
         # The weight's partial sums (a row of K*K per tile and channel) can outgrow a small-image x.
         INT64=max(x.numel(), N * n_tiles_h * n_tiles_w * (2 * S + 1) ** 2 * C) >= INT64_THRESHOLD,
         RUN_MULTIPLE_W=run_multiple_w, RUN_MULTIPLE_C=run_multiple_c,
-        num_warps=8 if halo_elements > 2048 else 4,
+        num_warps=num_warps,
     )
 
 
@@ -305,6 +314,8 @@ def _param_strides(theta: torch.Tensor) -> tuple[int, int]:
 def _check(x, theta, omega, weight, stages):
     if x.dim() != 4:
         raise ValueError(f"lslu_dwconv: x must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise ValueError(f"lslu_dwconv: x must be float16, bfloat16, float32 or float64, got {x.dtype}")
     if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
         raise ValueError("lslu_dwconv: x must be contiguous or channels-last contiguous")
     S = theta.shape[0]
@@ -344,6 +355,8 @@ def forward(x, theta, omega, weight, bias, stages):
     Returns y with x's shape, dtype and memory format.
     """
     _check(x, theta, omega, weight, stages)
+    if bias is not None and (tuple(bias.shape) != (x.shape[1],) or not bias.is_contiguous()):
+        raise ValueError(f"lslu_dwconv: bias must be None or contiguous ({x.shape[1]},), got {tuple(bias.shape)}")
     y = torch.empty_like(x)
     if x.numel() == 0:
         return y
