@@ -25,15 +25,19 @@ GRADIENTS = ("grad_x", "grad_theta", "grad_omega", "grad_weight", "grad_bias")
 
 
 def make_inputs(shape, stages, *, shared, dtype=torch.float64, channels_last=False, bias=True):
-    """x, theta, omega, weight, bias: theta mostly positive and omega small, so that the series stays alive
-    through 8 stages (a dead series gives zero gradients, which would test nothing)."""
+    """x, theta, omega, weight, bias: theta of both signs (mostly positive) and omega > 0, so that the series
+    stays alive through 8 stages (h_s = omega > 0 where r_{s-1} = 0; a dead series tests nothing)."""
     N, C, H, W = shape
     k = 2 * stages + 1
     p_shape = (stages, 1 if shared else C)
     theta = 0.6 + 0.8 * torch.rand(p_shape, dtype=torch.float64)
-    theta = torch.where(torch.rand(p_shape) < 0.15, -theta, theta)
-    omega = 0.3 * torch.randn(p_shape, dtype=torch.float64) + 0.1
+    if not shared:  # negative in the first stage of some channels (more would kill tiny images' channels)
+        theta[0] = torch.where(torch.rand(C) < 0.3, -theta[0], theta[0])
+    omega = 0.05 + 0.4 * torch.rand(p_shape, dtype=torch.float64)
     x = 2 * torch.randn(shape, dtype=torch.float64)
+    if x.numel():
+        # One small positive input per channel, which a negative first stage passes: tiny images have a live gradient.
+        x[0, :, 0, 0] = 0.05 * x[0, :, 0, 0].abs()
     weight = torch.randn(C, 1, k, k, dtype=torch.float64) / k
     b = torch.randn(C, dtype=torch.float64) if bias else None
     compute = torch.float64 if dtype == torch.float64 else torch.float32
