@@ -37,6 +37,9 @@ HALO_ELEMENTS = 2048
 # Channels-last tiles hold one 16-byte vector of channels; their halos need at least 2S + 1 rows and columns.
 CHANNELS_LAST_HALO_ELEMENTS = 8192
 MAX_STAGES = 8
+# Unbounded, ptxas gives the backward 168-255 registers (two halo tiles and the tap loops); 128 still leaves
+# 25% occupancy at any warp count.
+BACKWARD_MAX_REGISTERS = 128
 
 
 def _prev_pow2(n: int) -> int:
@@ -292,9 +295,10 @@ def tile_config(x: torch.Tensor, stages: int) -> dict:
     n_tiles_h, n_tiles_w, n_c_blocks = triton.cdiv(H, out_h), triton.cdiv(W, out_w), triton.cdiv(C, block_c)
     halo_elements = block_c * halo_h * halo_w
     # Warps: as many as give each thread at least one 16-byte vector of the output tile (its stores are then
-    # 128 bits wide), 8 for the large channels-last halos.
+    # 128 bits wide); the large channels-last halos take 8 or 16, about 16 halo elements per thread.
     out_vectors = block_c * out_h * out_w // vector
-    num_warps = 8 if halo_elements > 2048 else max(1, min(4, out_vectors // 32))
+    most_warps = 16 if halo_elements > 4096 else 8 if halo_elements > 2048 else 4
+    num_warps = max(1, min(most_warps, out_vectors // 32))
     return dict(
         BLOCK_C=block_c, OUT_H=out_h, OUT_W=out_w, HALO_H=halo_h, HALO_W=halo_w, PAD_W=pad_w,
         n_tiles_h=n_tiles_h, n_tiles_w=n_tiles_w, n_c_blocks=n_c_blocks,
@@ -401,7 +405,7 @@ def backward(grad_y, x, theta, omega, weight, stages):
         x, grad_y, grad_x, theta, omega, weight, dweight_partial, dtheta_partial, domega_partial, dbias_partial,
         *_launch_args(x, cfg), p_stride_s, p_stride_c, stages,
         S=stages, S_POW2=triton.next_power_of_2(stages), COMPUTE=compute_type(x), **_tile_constexprs(cfg),
-        num_warps=cfg["num_warps"])
+        num_warps=cfg["num_warps"], maxnreg=BACKWARD_MAX_REGISTERS)
     grad_weight = dweight_partial.sum(0).t().reshape(C, 1, K, K).to(weight.dtype)
     grad_bias = dbias_partial.sum(0).to(weight.dtype)
     return grad_x, sum_partials(dtheta_partial, theta), sum_partials(domega_partial, omega), grad_weight, grad_bias
