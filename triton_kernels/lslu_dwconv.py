@@ -7,8 +7,10 @@ the ``K * K`` taps from that activated tile in registers: ``tl.gather`` along th
 shifted by ``ky`` (``K`` gathers), and along the columns of that the columns shifted by ``kx`` (``K * K``).
 Triton has no register shifts; the gathers go through shared memory where the shift crosses warps.
 Neighbouring tiles overlap by their halos, so an element of ``x`` is read (from L2 after the first) and put
-through the series once per tile whose halo holds it: ``HALO_H * HALO_W / (OUT_H * OUT_W)`` times on average
-(:func:`tile_config` keeps that near 2-4 while a tile fits in registers), never once per tap.
+through the series once per tile whose halo holds it: ``HALO_H * HALO_W / (OUT_H * OUT_W)`` times on average,
+never once per tap (9 to 289 times). With power-of-two tiles that is about 4 (5.2 over a 56x56 image whose
+last tiles are partial; 1.3-2.6 for 14x14 and S = 1); output tiles of ``HALO - 2S`` rows/columns (masked
+lanes) would bring it to 1.3-2.
 
 One kernel serves NCHW and channels-last: the tile walks ``x`` through its element strides, and Triton's
 specialization of a stride equal to 1 tells it which tile axis is contiguous (the image row for NCHW, the
