@@ -3,6 +3,8 @@
     python benchmarks/gate_triton.py            # compile, print the kernels that miss the bar, write the CSV
     python benchmarks/gate_triton.py --no-write # the same without writing benchmarks/results/gate-triton.csv
     python benchmarks/gate_triton.py --only "lslu S=8 backward" --out x.csv  # one kernel family
+    python benchmarks/gate_triton.py --only lslu_dwconv --out benchmarks/results/gate/pending/lslu_dwconv-triton-3.9.csv
+        # the fused layer's kernels (PENDING_OPS: not in the default matrix until they meet the bar)
 
 How a launch is reproduced without a GPU:
 
