@@ -20,12 +20,13 @@ Inductor compiles the kernels of a compiled graph itself, with the launch's ``nu
 ``maxnreg`` (torch 2.13 passes no register cap for user kernels): the same code, maybe other register counts.
 """
 
+import contextlib
 import importlib
 import inspect
 
 import torch
 
-from . import _backends, _dispatch, _layout
+from . import _backends, _layout
 from .registry import Activation
 
 # op name -> its (forward, backward) triton ops, once defined.
@@ -63,6 +64,11 @@ def _sizes(x: torch.Tensor, channel_dim: int) -> tuple[int, int, int]:
     return tuple(int(n) for n in _layout.channel_view(x, channel_dim))
 
 
+def _on_device(x: torch.Tensor):
+    """x's GPU as the current device while its kernels launch (Triton launches on the current device)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 def define(op: Activation):
     """Define ``lslu_kernels::<op>_triton`` and ``<op>_triton_backward`` (once per process); return both.
 
@@ -83,7 +89,7 @@ def define(op: Activation):
         if x.numel() == 0:
             return torch.empty_like(x)
         outer, channels, inner = _sizes(x, channel_dim)
-        with _dispatch._on_device(x):
+        with _on_device(x):
             return host_forward(x, *(p.contiguous() for p in params), outer=outer, C=channels, inner=inner,
                                 wrap=wrap)
 
@@ -93,7 +99,7 @@ def define(op: Activation):
         if x.numel() == 0:
             return (torch.empty_like(x), *(torch.zeros_like(p) for p in params))
         outer, channels, inner = _sizes(x, channel_dim)
-        with _dispatch._on_device(x):
+        with _on_device(x):
             grads = host_backward(_layout.like(grad_output, x), x, *(p.contiguous() for p in params),
                                   outer=outer, C=channels, inner=inner, wrap=wrap)
         return tuple(grads)

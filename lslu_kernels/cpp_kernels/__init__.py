@@ -28,6 +28,11 @@ FORCE_INT64 = False
 CPU_GRAIN = 32768
 
 
+def cpu_threads(numel: int) -> int:
+    """CPU threads for a call over ``numel`` elements (the result does not depend on it)."""
+    return max(1, min(torch.get_num_threads(), numel // CPU_GRAIN))
+
+
 def forcing_int64() -> bool:
     """FORCE_INT64 as it is now (a test may have set it since the import)."""
     return bool(FORCE_INT64)
@@ -176,7 +181,7 @@ class Launches:
             return self.fixed_exec
         if self.cuda:
             return torch.cuda.current_stream(self.device).cuda_stream
-        return max(1, min(torch.get_num_threads(), self.numel // CPU_GRAIN))
+        return cpu_threads(self.numel)
 
     def kernel_params(self, x, params):
         return params if self.params_as_they_are else self.spec.params(x, self.channels, *params)

@@ -15,7 +15,7 @@ it when there is no bias). ``threads`` (default: as the other CPU ops) changes n
 import torch
 
 from .._numerics import compute_dtype, sum_partials
-from . import dtype_name, exec_arg, extension
+from . import cpu_threads, dtype_name, extension
 
 
 def _sizes(x: torch.Tensor, stages: int) -> dict:
@@ -31,7 +31,7 @@ def _kernel_params(x, theta, omega, weight):
 
 
 def _threads(x, threads):
-    return exec_arg(x)["threads"] if threads is None else threads
+    return cpu_threads(x.numel()) if threads is None else threads
 
 
 def forward(x, theta, omega, weight, bias, stages, *, threads=None):
