@@ -214,17 +214,10 @@ DwconvArgs dwconv_args(const std::string& dtype, int64_t batch, int64_t channels
     throw std::invalid_argument("lslu_dwconv: the cpu backend serves 1 to " + std::to_string(kLsluMaxStages) +
                                 " stages, got " + std::to_string(stages));
   }
-  DwconvArgs a{};
-  a.dtype = dtype_named(dtype);
-  a.batch = batch;
-  a.channels = channels;
-  a.height = height;
-  a.width = width;
-  a.stages = stages;
-  a.channels_last = channels_last;
-  a.theta = reinterpret_cast<const void*>(theta);
-  a.omega = reinterpret_cast<const void*>(omega);
-  a.weight = reinterpret_cast<const void*>(weight);
+  // Aggregate order (kernel_abi.h); the tensors' pointers and the partials are filled by the caller.
+  DwconvArgs a{dtype_named(dtype), batch, channels, height, width, stages, channels_last,
+               reinterpret_cast<const void*>(theta), reinterpret_cast<const void*>(omega),
+               reinterpret_cast<const void*>(weight)};
   return a;
 }
 

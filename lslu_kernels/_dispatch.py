@@ -39,6 +39,17 @@ from .registry import Activation
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def check_parameter(name: str, pname: str, p, x: torch.Tensor) -> None:
+    """Raise a clear exception unless parameter ``pname`` of op ``name`` is a float tensor on x's device."""
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(f"{name}: {pname} must be a torch.Tensor, got {type(p).__name__}")
+    if p.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: {pname} must be float16, bfloat16, float32 or float64, got {p.dtype}")
+    if p.device != x.device:
+        raise ValueError(f"{name}: {pname} is on {p.device} but x is on {x.device}; "
+                         "tensors must be on the same device")
+
+
 def _check_inputs(op: Activation, x, params, channel_dim: int) -> int:
     """Raise a clear exception for any bad input; return ``channel_dim`` made non-negative."""
     name = op.name
@@ -55,13 +66,7 @@ def _check_inputs(op: Activation, x, params, channel_dim: int) -> int:
     channels = x.shape[channel_dim]
     shared_sizes = set()
     for pname, p, ndim, axis in zip(op.params, params, op.param_ndims, op.param_channel_axis):
-        if not isinstance(p, torch.Tensor):
-            raise TypeError(f"{name}: {pname} must be a torch.Tensor, got {type(p).__name__}")
-        if p.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name}: {pname} must be float16, bfloat16, float32 or float64, got {p.dtype}")
-        if p.device != x.device:
-            raise ValueError(f"{name}: {pname} is on {p.device} but x is on {x.device}; "
-                             "tensors must be on the same device")
+        check_parameter(name, pname, p, x)
         if p.dim() != ndim or p.shape[axis] not in (channels, 1):
             expected = ["C" if a == axis else "..." for a in range(ndim)]
             raise ValueError(f"{name}: {pname} must have shape ({', '.join(expected)}) with C = {channels} "
@@ -217,6 +222,35 @@ def _run_backward(plan: _Plan, grad_output, x, params):
     return launches.backward(grad_output, x, params)
 
 
+def refuse_double_backward(name: str, backward_op) -> None:
+    """Make differentiating ``backward_op`` (a create_graph=True backward) raise a clear error."""
+    def no_double_backward(ctx, *grads):
+        raise NotImplementedError(f"{name}: double backward (gradients of gradients) is not supported")
+
+    backward_op.register_autograd(no_double_backward, setup_context=lambda ctx, inputs, output: None)
+
+
+def register_autograd(op: Activation, forward_op, backward_op) -> None:
+    """The autograd of ``forward_op(x, *params, *options)`` (a custom op or triton op of ``op``) by
+    ``backward_op(grad_output, x, *params, *options)``, whose gradients are (grad_x, *grad_params)."""
+    n_tensors = 1 + len(op.params)
+
+    def setup_context(ctx, inputs, output):
+        ctx.options = inputs[n_tensors:]
+        # Only the input and the parameters are kept (SPEC.md section 3): backward recomputes the rest.
+        ctx.save_for_backward(*inputs[:n_tensors])
+
+    def backward(ctx, grad_output):
+        needs = ctx.needs_input_grad
+        if not any(needs[:n_tensors]):
+            return (None,) * len(needs)
+        grads = backward_op(grad_output, *ctx.saved_tensors, *ctx.options)
+        return (*(g if need else None for g, need in zip(grads, needs)), *(None,) * len(ctx.options))
+
+    forward_op.register_autograd(backward, setup_context=setup_context)
+    refuse_double_backward(op.name, backward_op)
+
+
 def define(op: Activation) -> Callable[..., torch.Tensor]:
     """Register ``op``'s custom ops and return its public function."""
     qualname = f"lslu_kernels::{op.name}"
@@ -253,26 +287,7 @@ def define(op: Activation) -> Callable[..., torch.Tensor]:
         schema=f"(Tensor grad_output, Tensor x, {param_args}, int channel_dim, str backend) -> ({grad_outputs})")
     backward_op.register_fake(backward_fake)
 
-    def setup_context(ctx, inputs, output):
-        x, *params = inputs[: 1 + n_params]
-        ctx.channel_dim, ctx.backend = inputs[1 + n_params :]
-        # Only the input is kept (SPEC.md section 3): backward recomputes the rest.
-        ctx.save_for_backward(x, *params)
-
-    def autograd_backward(ctx, grad_output):
-        x, *params = ctx.saved_tensors
-        if not any(ctx.needs_input_grad[: 1 + n_params]):
-            return (None,) * (3 + n_params)
-        grads = backward_op(grad_output, x, *params, ctx.channel_dim, ctx.backend)
-        grads = [g if need else None for g, need in zip(grads, ctx.needs_input_grad)]
-        return (*grads, None, None)
-
-    forward_op.register_autograd(autograd_backward, setup_context=setup_context)
-
-    def no_double_backward(ctx, *grads):
-        raise NotImplementedError(f"{op.name}: double backward (gradients of gradients) is not supported")
-
-    backward_op.register_autograd(no_double_backward, setup_context=lambda ctx, inputs, output: None)
+    register_autograd(op, forward_op, backward_op)
     if _backends.has_kernels("triton", op.name) and _triton_ops.unsupported() is None:
         _triton_ops.in_use[op.name] = _triton_ops.define(op)[0]
 

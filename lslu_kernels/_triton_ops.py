@@ -113,21 +113,6 @@ def define(op: Activation):
         _typed(backward, ["grad_output", *names], [Tensor, *types], tuple[(Tensor,) * (1 + n_params)]),
         mutates_args=())
 
-    def setup_context(ctx, inputs, output):
-        x, *params = inputs[: 1 + n_params]
-        ctx.channel_dim = inputs[1 + n_params]
-        ctx.save_for_backward(x, *params)  # only the input and the parameters (SPEC.md section 3)
-
-    def autograd_backward(ctx, grad_output):
-        x, *params = ctx.saved_tensors
-        if not any(ctx.needs_input_grad[: 1 + n_params]):
-            return (None,) * (2 + n_params)
-        grads = backward_op(grad_output, x, *params, ctx.channel_dim)
-        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None)
-
-    def no_double_backward(ctx, *grads):
-        raise NotImplementedError(f"{op.name}: double backward (gradients of gradients) is not supported")
-
     # triton_op finds a function's kernels in its source (wrap_triton(<kernel>) calls) for the AOTAutograd cache
     # key; these functions pass wrap_triton on to the host functions, so their kernels are named here.
     kernels_of_op = getattr(torch._library.triton, "triton_ops_to_kernels", None)
@@ -135,7 +120,8 @@ def define(op: Activation):
         jitted = [f for f in vars(kernels).values() if isinstance(f, importlib.import_module("triton").JITFunction)]
         for defined in (forward_op, backward_op):
             kernels_of_op[defined._qualname] = jitted
-    forward_op.register_autograd(autograd_backward, setup_context=setup_context)
-    backward_op.register_autograd(no_double_backward, setup_context=lambda ctx, inputs, output: None)
+    from ._dispatch import register_autograd  # (_dispatch imports this module)
+
+    register_autograd(op, forward_op, backward_op)
     _DEFINED[op.name] = forward_op, backward_op
     return forward_op, backward_op

@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 
 from . import _backends, _dispatch, _layout, reference, registry
-from ._dispatch import FLOAT_DTYPES
 from ._numerics import compute_dtype
 
 NAME = "lslu_dwconv"
@@ -67,16 +66,9 @@ def _check_inputs(x, theta, omega, weight, bias):
         raise ValueError(f"{NAME}: x must be (N, C, H, W), got shape {tuple(x.shape)}")
     _dispatch._check_inputs(registry.activation("lslu"), x, (theta, omega), 1)
     C = x.shape[1]
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is None and name == "bias":
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{NAME}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{NAME}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{NAME}: {name} is on {t.device} but x is on {x.device}; "
-                             "tensors must be on the same device")
+    _dispatch.check_parameter(NAME, "weight", weight, x)
+    if bias is not None:
+        _dispatch.check_parameter(NAME, "bias", bias, x)
     S = theta.shape[0]
     K = 2 * S + 1
     if tuple(weight.shape) != (C, 1, K, K):
@@ -157,13 +149,7 @@ def _autograd_backward(ctx, grad_y):
 
 
 forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
-
-
-def _no_double_backward(ctx, *grads):
-    raise NotImplementedError(f"{NAME}: double backward (gradients of gradients) is not supported")
-
-
-backward_op.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
+_dispatch.refuse_double_backward(NAME, backward_op)
 
 
 def unfused(x, theta, omega, weight, bias=None, *, backend=None):

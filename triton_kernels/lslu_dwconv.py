@@ -31,7 +31,8 @@ import triton
 import triton.language as tl
 
 from .._numerics import compute_dtype, sum_partials
-from .common import INT64_THRESHOLD, compute_type, relu
+from .common import INT64_THRESHOLD, compute_type
+from .lslu import lslu_series, lslu_series_backward
 
 # Most elements of the activated input tile (its halo included) a program holds: with the row-shifted tile,
 # the accumulator and a tap, about 4x this in registers at 4 warps (8 warps for the larger tiles).
@@ -46,25 +47,6 @@ BACKWARD_MAX_REGISTERS = 128
 
 def _prev_pow2(n: int) -> int:
     return 1 << (max(1, n).bit_length() - 1)
-
-
-@triton.jit
-def _series(x, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, S: tl.constexpr):
-    """lslu(x) on a ``[BLOCK_C, rows, cols]`` tile: S rounds of relu then affine, then relu."""
-    h = x
-    for s in tl.static_range(S):
-        theta = tl.load(THETA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(x.dtype)
-        omega = tl.load(OMEGA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(x.dtype)
-        h = theta[:, None, None] * relu(h) + omega[:, None, None]
-    return relu(h)
-
-
-@triton.jit
-def _stage(h, THETA, OMEGA, s, c, c_mask, p_stride_s, p_stride_c):
-    """h_{s+1} from h_s on a ``[BLOCK_C, rows, cols]`` tile (``s`` may be a runtime stage)."""
-    theta = tl.load(THETA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(h.dtype)
-    omega = tl.load(OMEGA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(h.dtype)
-    return theta[:, None, None] * relu(h) + omega[:, None, None]
 
 
 @triton.jit
@@ -183,7 +165,7 @@ def _lslu_dwconv_forward_kernel(
                              INT64, RUN_MULTIPLE_W, RUN_MULTIPLE_C)
     x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
     # The convolution's zero padding is of lslu(x): outside the image the activation is 0, not lslu(0).
-    a = tl.where(mask, _series(x, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, S), 0.0)
+    a = tl.where(mask, lslu_series(x, THETA, OMEGA, c[:, None, None], c_mask[:, None, None], p_stride_s, p_stride_c, S), 0.0)
     acc = _convolve(a, WEIGHT, c, c_mask, False, S, PAD_W, BLOCK_C, OUT_H, OUT_W, HALO_H, HALO_W)
     if HAS_BIAS:
         acc += tl.load(BIAS + c, mask=c_mask, other=0.0).to(COMPUTE)[:, None, None]
@@ -219,7 +201,8 @@ def _lslu_dwconv_backward_kernel(
 
     # grad_weight[c, ky, kx] = sum over the tile of g * a shifted by (ky - S, kx - S), a = lslu(x) on the halo.
     x_halo = tl.load(X + halo_offsets, mask=halo_mask, other=0.0).to(COMPUTE)
-    a = tl.where(halo_mask, _series(x_halo, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, S), 0.0)
+    a = tl.where(halo_mask, lslu_series(x_halo, THETA, OMEGA, c[:, None, None], c_mask[:, None, None], p_stride_s,
+                                      p_stride_c, S), 0.0)
     for ky in range(0, K):
         rows_a = _shift_rows(a, ky, BLOCK_C, OUT_H, HALO_H, HALO_W)
         for kx in tl.static_range(K):
@@ -233,28 +216,13 @@ def _lslu_dwconv_backward_kernel(
     # Positions past the image have neighbours in it: their dL/da must not reach the stage sums.
     da = tl.where(mask, da, 0.0)
 
-    # The series' backward on the tile, as the pointwise LSLU backward: each h_s is recomputed from x when
-    # needed (S(S+1)/2 stage evaluations in runtime loops), so registers hold x, e and one h whatever S is.
+    # The series' backward on the tile, as the pointwise LSLU backward's.
     x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
     stage = tl.arange(0, S_POW2)
     dtheta = tl.zeros([S_POW2, BLOCK_C], dtype=COMPUTE)
     domega = tl.zeros([S_POW2, BLOCK_C], dtype=COMPUTE)
-    h = x
-    for s in range(0, n_stages):
-        h = _stage(h, THETA, OMEGA, s, c, c_mask, p_stride_s, p_stride_c)
-    # "h <= 0 gives 0": relu'(0) = 0, and a NaN h passes the gradient on, as torch.relu's backward does.
-    e = tl.where(h <= 0, 0.0, da)
-    for j in range(0, n_stages):
-        s = n_stages - 1 - j  # parameter row of stage s + 1
-        h_prev = x
-        for k in range(0, s):
-            h_prev = _stage(h_prev, THETA, OMEGA, k, c, c_mask, p_stride_s, p_stride_c)
-        dtheta_s = tl.sum(tl.sum(e * relu(h_prev), axis=2), axis=1)
-        domega_s = tl.sum(tl.sum(e, axis=2), axis=1)
-        dtheta += tl.where(stage[:, None] == s, dtheta_s[None, :], 0.0)
-        domega += tl.where(stage[:, None] == s, domega_s[None, :], 0.0)
-        theta = tl.load(THETA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(COMPUTE)
-        e = tl.where(h_prev <= 0, 0.0, e * theta[:, None, None])
+    e, dtheta, domega = lslu_series_backward(x, da, THETA, OMEGA, c[:, None, None], c_mask[:, None, None],
+                                             p_stride_s, p_stride_c, n_stages, stage, dtheta, domega, 1)
     tl.store(DX + offsets, e.to(DX.dtype.element_ty), mask=mask)
     partial = partial_row * (n_stages * C) + stage[:, None] * C + c[None, :]
     partial_mask = (stage < n_stages)[:, None] & c_mask[None, :]
