@@ -34,6 +34,9 @@ SMOKE_SHAPES = [(2, 8, 9, 9, 1)]
 # The issue's targets: fused over unfused, per mode.
 TARGETS = {"deploy forward": 1.8, "training step": 1.3}
 ISSUE = 15
+# The columns of layer-<device>.csv (beside the sweep's results file; run.py's metadata columns last).
+FIELDS = ["shape", "mode", "provider", "median_ms", "q20_ms", "q80_ms", "saved_mb", "x_mb", "params_mb",
+          "device", "torch", "triton", "commit", "timestamp"]
 
 
 def _run_module():
@@ -83,8 +86,10 @@ def _layers(N, C, H, W, S, backend):
     return layer.train(), deployed
 
 
-def run(*, smoke: bool = False, min_time: float = 0.2, console=None) -> list[dict]:
-    """Times every provider at each shape and mode; prints the table and the targets; returns the rows."""
+def run(*, smoke: bool = False, min_time: float = 0.2, console=None, out: pathlib.Path | None = None,
+        meta: dict | None = None) -> list[dict]:
+    """Times every provider at each shape and mode; prints the table and the targets; returns the rows,
+    appended to ``out`` (a CSV of :data:`FIELDS`, ``meta`` giving the device, versions and commit) if given."""
     helpers = _run_module()
     device = torch.device("cpu")
     backend = fused.fused_backend(None, device)
@@ -117,7 +122,14 @@ def run(*, smoke: bool = False, min_time: float = 0.2, console=None) -> list[dic
                                  x_mb=x.numel() * x.element_size() / 1e6,
                                  params_mb=sum(p.numel() * p.element_size() for p in layer.parameters()) / 1e6))
     _print(rows, backend, say)
+    if out is not None:
+        helpers.append_rows(out, [{**{k: _cell(v) for k, v in r.items()}, **meta} for r in rows], FIELDS)
+        say(f"appended {len(rows)} rows to {out}")
     return rows
+
+
+def _cell(value) -> str:
+    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _no_grad(f, x, layer):
@@ -164,8 +176,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="one small shape")
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds per provider and mode")
+    parser.add_argument("--out", type=pathlib.Path, default=None, help="CSV to append the rows to")
     args = parser.parse_args(argv)
-    run(smoke=args.smoke, min_time=args.min_time)
+    meta = None if args.out is None else _run_module().run_metadata(torch.device("cpu"))
+    run(smoke=args.smoke, min_time=args.min_time, out=args.out, meta=meta)
 
 
 if __name__ == "__main__":

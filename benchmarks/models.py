@@ -37,7 +37,6 @@ ReLU fuses into its neighbours and costs about nothing).
 
 import argparse
 import dataclasses
-import datetime
 import pathlib
 import sys
 from collections.abc import Callable
@@ -385,9 +384,7 @@ def table(rows: list[dict], failed: dict[str, str] | None = None) -> Table:
 
 
 def metadata(device: torch.device) -> dict:
-    return dict(device=run.device_name(device), torch=torch.__version__, triton=run._triton_version(),
-                commit=run.git_commit(),
-                timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    return run.run_metadata(device)
 
 
 def results_path(device: torch.device, sweep: str) -> pathlib.Path:

@@ -388,6 +388,12 @@ def results_path(device: torch.device) -> pathlib.Path:
     return RESULTS_DIR / (re.sub(r"[^A-Za-z0-9]+", "-", slug).strip("-").lower() + ".csv")
 
 
+def run_metadata(device: torch.device) -> dict:
+    """The columns every results file ends with: device, torch and triton versions, commit, timestamp."""
+    return dict(device=device_name(device), torch=torch.__version__, triton=_triton_version(), commit=git_commit(),
+                timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+
 def append_rows(path: pathlib.Path, rows: list[dict], fields: list[str] = FIELDS) -> None:
     """Append to ``path``, writing the header for a new file; refuse a file with other columns than ``fields``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -456,9 +462,7 @@ def main(argv=None):
     if not console.is_terminal:  # a log or a pipe: wide enough for one line per row
         console = Console(width=160)
     bandwidth = copy_bandwidth(device, min_time)
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    meta = dict(device=device_name(device), torch=torch.__version__, triton=_triton_version(),
-                commit=git_commit(), timestamp=now, copy_gbps=f"{bandwidth:.1f}")
+    meta = {**run_metadata(device), "copy_gbps": f"{bandwidth:.1f}"}
     console.print(f"[bold]lslu-kernels benchmark[/] on {meta['device']}; torch {meta['torch']}, "
                   f"triton {meta['triton']}, commit {meta['commit']}; copy bandwidth {bandwidth:.1f} GB/s; "
                   f"last-level cache {last_level_cache_bytes(device) >> 20} MiB")
@@ -536,13 +540,17 @@ def main(argv=None):
         console.print("[bold]Targets[/] (benchmarks/report.py), this run's values:")
         for line in targets:
             console.print(line, markup=False, highlight=False)
+    # The overhead and full-layer rows go to overhead-<name>.csv and layer-<name>.csv beside this run's file.
+    beside = (lambda kind: path.with_name(f"{kind}-{path.name}")) if save else (lambda kind: None)
     if not args.no_overhead:  # 64-element calls against F.prelu and the registration mechanisms (issue 13)
         _sibling("overhead").report(device, console, min_time=0.0 if sweep == "smoke" else 0.5,
-                                    cpp_floor=sweep != "smoke")
+                                    cpp_floor=sweep != "smoke", out=beside("overhead"),
+                                    meta=run_metadata(device))
     if save:
         console.print(f"appended {len(rows)} rows to {path}")
     if device.type == "cpu" and args.ops is None and not args.no_layer:
-        _sibling("layer").run(smoke=sweep == "smoke", min_time=min_time, console=console)
+        _sibling("layer").run(smoke=sweep == "smoke", min_time=min_time, console=console, out=beside("layer"),
+                              meta=run_metadata(device))
     if not args.no_models:
         _sibling("models").main(models_argv(sweep, path if save else None, args.min_time), console=console)
 
