@@ -18,10 +18,27 @@ def _fused_on_cpu(backend: str) -> bool:
             and "cpu" in (lk._backends.backends()[backend].serves or ()))
 
 
-# The Triton kernels run here under the interpreter, far too slowly for this file's sizes: their own
+def _fused_on_gpu(backend: str) -> bool:
+    return (torch.cuda.is_available() and fused.has_fused(backend)
+            and lk._backends.backends()[backend].serves_device("cuda")
+            and lk._backends.device_problem(backend, torch.device("cuda")) is None)
+
+
+# On the CPU the Triton kernels run under the interpreter, far too slowly for this file's sizes: their own
 # tests (tests/test_fused_triton.py) call the host functions; test_triton_through_the_op below checks
-# the op's use of them.
-FUSED_BACKENDS = [b for b in ("cpu",) if _fused_on_cpu(b)]
+# the op's use of them. On a GPU (the GPU check's test step) every test of a backend also runs the Triton
+# kernels compiled, on CUDA tensors (DEVICES: the tests make their tensors and modules on that device).
+FUSED_BACKENDS = [b for b in ("cpu",) if _fused_on_cpu(b)] + [b for b in ("triton",) if _fused_on_gpu(b)]
+DEVICES = {"triton": "cuda"}
+
+
+@pytest.fixture(autouse=True)
+def _on_the_backends_device(request):
+    """Factory functions (torch.randn, modules' parameters) make tensors on the device of the test's backend."""
+    params = getattr(request.node, "callspec", None)
+    backend = params.params.get("backend") if params is not None else None
+    with torch.device(DEVICES.get(backend, "cpu")):
+        yield
 GRAD_NAMES = ("x", "theta", "omega", "weight", "bias")
 
 
