@@ -28,7 +28,9 @@ targets (every op, float32 and bfloat16, NCHW, channels-last and (B, L, C),
 tensors of at least 64 MB) appended to ``benchmarks/results/<gpu>.csv`` case by
 case, the model-level benchmark's training steps (``benchmarks/models.py``: LSLU,
 PReLU and no activation, eager, compiled and with CUDA graphs) appended to
-``benchmarks/results/models-<gpu>.csv``, the plots and the README's results
+``benchmarks/results/models-<gpu>.csv``, the fused full layer (``benchmarks/layer.py``: the Triton
+fused kernels against the unfused layer and a copy of x) appended to
+``benchmarks/results/layer-<gpu>.csv``, the plots and the README's results
 section regenerated, and copies of the CSVs, plots, README.md and its diff in
 ``DIR/results``.
 
@@ -194,6 +196,11 @@ def plan(args, info: dict) -> list[Step]:
         # backend, eager, torch.compile and reduce-overhead; appended to benchmarks/results/models-<gpu>.csv.
         models = [PY, "benchmarks/models.py", "--full", "--models", *MODEL_BENCH_MODELS, "--modes", "train-step",
                   "--activations", *MODEL_BENCH_ACTIVATIONS, "--backends", "default", "--min-time", "0.2"]
+    # The fused full layer (issue 15) on the GPU: the Triton fused kernels against the unfused layer and a copy.
+    layer = [PY, "benchmarks/layer.py", *(["--smoke", "--min-time", "0", "--out",
+                                           str(bench_csv.with_name("layer-" + bench_csv.name))] if dry else
+                                          ["--device", "cuda", "--providers", "unfused", "copy", "--min-time", "0.1",
+                                           "--save"])]
     steps += [
         # On a GPU the benchmark runs alone (it times); a dry run times nothing, so it runs beside the tests.
         Step("bench", bench, 60 if dry else 300,
@@ -206,6 +213,11 @@ def plan(args, info: dict) -> list[Step]:
              group="sanitizers" if dry else None, keep=0 if dry else 60,
              # beside the tests on a 2-core machine, OpenMP's barriers wait for descheduled threads: a dry
              # run times nothing, so one thread
+             env={"OMP_NUM_THREADS": "1"} if dry else {}),
+        Step("layer", layer, 60 if dry else 120,
+             "the fused full layer's deploy forward and training step (Triton on a GPU) against the unfused layer "
+             "and, in deploy form, a copy of x (the GPU target's bound), saved to layer-<device>.csv",
+             group="sanitizers" if dry else None, keep=0 if dry else 40,
              env={"OMP_NUM_THREADS": "1"} if dry else {}),
         Step("plot", [PY, "benchmarks/plot.py", *([str(bench_csv), "--out-dir", str(out / "plots")] if dry else [])],
              20, "the plots of the results", keep=20),

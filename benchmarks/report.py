@@ -42,6 +42,11 @@ GPU_COMPILE_TARGETS = [(3, "lslu S=1", 1.3), (3, "lslu S=3", 1.3)]  # forward+ba
 MODEL_TARGETS = [(13, "LSLU", "train-step", ("eager", "torch.compile"), 1.10)]
 MODEL_PREFIX = "models-"  # models-<device>.csv, beside <device>.csv
 MODEL_KEY = ("model", "activation", "backend", "provider", "mode", "dtype", "shape")
+# The per-call overhead (benchmarks/overhead.py, issue 13) and the fused full layer (benchmarks/layer.py, issue
+# 15): overhead-<device>.csv and layer-<device>.csv beside <device>.csv; their verdicts are in their rows.
+OVERHEAD_PREFIX, OVERHEAD_KEY = "overhead-", ("subject", "mode")
+LAYER_PREFIX, LAYER_KEY = "layer-", ("shape", "mode", "provider")
+SIDE_PREFIXES = (MODEL_PREFIX, OVERHEAD_PREFIX, LAYER_PREFIX)
 
 
 def load_latest(path: pathlib.Path, key: tuple[str, ...] = CASE_KEY) -> list[dict]:
@@ -52,20 +57,22 @@ def load_latest(path: pathlib.Path, key: tuple[str, ...] = CASE_KEY) -> list[dic
 
 
 def _device_order(name: str) -> tuple[bool, str]:
-    return not name.removeprefix(MODEL_PREFIX).startswith("cpu-"), name
+    for prefix in SIDE_PREFIXES:
+        name = name.removeprefix(prefix)
+    return not name.startswith("cpu-"), name
 
 
 def result_files(results_dir: pathlib.Path = RESULTS_DIR) -> list[pathlib.Path]:
     """Benchmark results: CPU first, then GPUs by name (the static gate's tables and the model-level
     benchmark's are not activation benchmarks)."""
     return sorted((p for p in results_dir.glob("*.csv")
-                   if p.name not in GATE_FILES and not p.name.startswith(MODEL_PREFIX)),
+                   if p.name not in GATE_FILES and not p.name.startswith(SIDE_PREFIXES)),
                   key=lambda p: _device_order(p.name))
 
 
-def model_files(results_dir: pathlib.Path = RESULTS_DIR) -> list[pathlib.Path]:
-    """The model-level benchmark's results, CPU first."""
-    return sorted(results_dir.glob(MODEL_PREFIX + "*.csv"), key=lambda p: _device_order(p.name))
+def model_files(results_dir: pathlib.Path = RESULTS_DIR, prefix: str = MODEL_PREFIX) -> list[pathlib.Path]:
+    """The model-level benchmark's results (or the files of another ``prefix``), CPU first."""
+    return sorted(results_dir.glob(prefix + "*.csv"), key=lambda p: _device_order(p.name))
 
 
 # The static GPU gate's tables (benchmarks/gate_triton.py and the CUDA extension's gate), one row per
@@ -275,6 +282,57 @@ def model_section(path: pathlib.Path) -> list[str]:
     return lines + [""]
 
 
+def _runs(rows: list[dict]) -> list[str]:
+    """One line per run (timestamp) that contributed rows."""
+    runs = {}
+    for r in rows:
+        runs.setdefault(r["timestamp"], [r, 0])[1] += 1
+    return [f"- {timestamp[:16].replace('T', ' ')} UTC, commit {r['commit']}, torch {r['torch']}, "
+            f"triton {r['triton']}: {count} rows" for timestamp, (r, count) in sorted(runs.items())]
+
+
+def overhead_section(path: pathlib.Path) -> list[str]:
+    """The per-call overhead's latest rows: µs per call and the ratio to F.prelu, with the targets' verdicts."""
+    rows = load_latest(path, OVERHEAD_KEY)
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    lines = [f"### Per-call overhead, {rows[0]['device']}", "",
+             f"`{_shown(path)}` (`benchmarks/overhead.py`, 64-element tensor), from:", "", *_runs(rows), "",
+             "Median µs per call [ratio to `F.prelu`]; ops' targets: forward ≤ 2×, forward+backward ≤ 1.5×:", "",
+             "| subject | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
+    by_key = {(r["subject"], r["mode"]): r for r in rows}
+    for subject in dict.fromkeys(r["subject"] for r in rows):
+        cells = []
+        for mode in modes:
+            r = by_key.get((subject, mode))
+            verdict = "" if r is None or not r["target"] else (
+                " met" if float(r["ratio_to_prelu"]) <= float(r["target"]) else " MISSED")
+            cells.append("–" if r is None else f"{float(r['median_us']):.1f} [{float(r['ratio_to_prelu']):.2f}×]"
+                                               f"{verdict}")
+        lines.append(f"| {subject} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def layer_section(path: pathlib.Path) -> list[str]:
+    """The fused full layer's latest rows: median ms per provider and the fused layer's speedup over each."""
+    rows = load_latest(path, LAYER_KEY)
+    lines = [f"### The full layer fused, {rows[0]['device']}", "",
+             f"`{_shown(path)}` (`benchmarks/layer.py`, float32 NCHW), from:", "", *_runs(rows), "",
+             "Median ms [the fused layer's speedup over it]; issue 15's CPU targets: fused ≥ 1.8× unfused in "
+             "deploy forward, ≥ 1.3× in the training step:", ""]
+    providers = list(dict.fromkeys(r["provider"] for r in rows))
+    lines += ["| shape | mode | " + " | ".join(providers) + " |", "|---|---|" + "---|" * len(providers)]
+    by_key = {tuple(r[k] for k in LAYER_KEY): r for r in rows}
+    for shape, mode in dict.fromkeys((r["shape"], r["mode"]) for r in rows):
+        fused_row = by_key.get((shape, mode, "fused"))
+        cells = []
+        for provider in providers:
+            r = by_key.get((shape, mode, provider))
+            cells.append("–" if r is None or fused_row is None else
+                         f"{float(r['median_ms']):.3f} [{float(r['median_ms']) / float(fused_row['median_ms']):.2f}×]")
+        lines.append(f"| {shape} | {mode} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _shown(path: pathlib.Path) -> pathlib.Path:
     """``path`` relative to the repository when inside it (results elsewhere: a dry run's)."""
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
@@ -315,6 +373,10 @@ def section(results_dir: pathlib.Path = RESULTS_DIR) -> str:
         lines += device_section(path)
     for path in model_files(results_dir):
         lines += model_section(path)
+    for path in model_files(results_dir, LAYER_PREFIX):
+        lines += layer_section(path)
+    for path in model_files(results_dir, OVERHEAD_PREFIX):
+        lines += overhead_section(path)
     lines += gate_section(results_dir)
     return "\n".join(lines + [END])
 

@@ -17,10 +17,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 REQUIRED_STEPS = {"build", "backends", "graph_cuda", "graph_triton", "stream", "second_device", "determinism",
                   "compiled", "families_float32", "families_float64", "families_float16", "families_bfloat16",
                   "memcheck_cuda", "memcheck_triton", "initcheck_cuda", "initcheck_triton", "racecheck_cuda",
-                  "racecheck_triton", "pytest", "bench", "models", "plot", "report"}
+                  "racecheck_triton", "pytest", "bench", "models", "layer", "plot", "report"}
 # Steps a CPU can run: a dry run must pass them (the others are skipped, saying why).
 CPU_STEPS = {"info", "backends", "determinism", "compiled", "families_float32", "families_float64",
-             "families_float16", "families_bfloat16", "pytest", "bench", "models", "plot", "report"}
+             "families_float16", "families_bfloat16", "pytest", "bench", "models", "layer", "plot", "report"}
 
 
 def _load():
