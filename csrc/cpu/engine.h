@@ -126,6 +126,20 @@ struct PartialRows {
   }
 };
 
+// A block of kLanes consecutive elements in acc_t: loaded (converted) into a local array before
+// an op's arithmetic and stored (rounded) from one after it. As separate loops over pointers
+// that alias nothing in the block, the conversions vectorize at full width and the arithmetic
+// between them stays in registers.
+template <typename scalar_t, typename acc_t>
+LSLU_CPU_INLINE void load_lanes(const scalar_t* __restrict__ p, acc_t (&out)[kLanes]) {
+  for (int64_t l = 0; l < kLanes; ++l) out[l] = to_acc(p[l]);
+}
+template <typename scalar_t, typename acc_t>
+LSLU_CPU_INLINE void store_lanes(const acc_t (&in)[kLanes], scalar_t* __restrict__ p) {
+#pragma GCC unroll 1
+  for (int64_t l = 0; l < kLanes; ++l) p[l] = from_acc<scalar_t>(in[l]);
+}
+
 // K sums per lane of kLanes; total(k) adds sum k's lanes in index order.
 template <typename acc_t, int K>
 struct LaneSums {

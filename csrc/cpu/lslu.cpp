@@ -57,15 +57,18 @@ LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t
   LaneSums<acc_t, STAGES> lane_dtheta, lane_domega;
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
+    acc_t xs[kLanes], gs[kLanes], dxs[kLanes];
+    load_lanes(x + i, xs);
+    load_lanes(g + i, gs);
     for (int64_t l = 0; l < kLanes; ++l) {
       acc_t dtheta[STAGES], domega[STAGES];
-      dx[i + l] = from_acc<scalar_t>(
-          lslu_backward<STAGES>(to_acc(x[i + l]), to_acc(g[i + l]), p.theta, p.omega, dtheta, domega));
+      dxs[l] = lslu_backward<STAGES>(xs[l], gs[l], p.theta, p.omega, dtheta, domega);
       for (int s = 0; s < STAGES; ++s) {
         lane_dtheta.v[s][l] += dtheta[s];
         lane_domega.v[s][l] += domega[s];
       }
     }
+    store_lanes(dxs, dx + i);
   }
   for (int64_t l = 0; i < n; ++i, ++l) {  // the tail, one element per lane
     acc_t dtheta[STAGES], domega[STAGES];
