@@ -84,50 +84,35 @@ LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t
   }
 }
 
-// Backward over COUNT (0: `lanes`, known at run time) consecutive channels of one row, from
-// channel c0; adds each channel's contributions to its entries of `sums`.
-template <int64_t COUNT, int STAGES, typename scalar_t, typename acc_t = acc_type<scalar_t>>
-LSLU_CPU_INLINE void backward_channel_tile(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t lanes,
-                                           int64_t c0, int64_t channels, const LsluOp<scalar_t, STAGES>& op,
-                                           const PartialRows<LsluOp<scalar_t, STAGES>>& sums) {
-  const int64_t n = COUNT > 0 ? COUNT : lanes;
-  acc_t xs[kLanes], gs[kLanes], dxs[kLanes];
-  acc_t lane_dtheta[STAGES][kLanes], lane_domega[STAGES][kLanes];
-  load_lanes<COUNT>(x, xs, lanes);
-  load_lanes<COUNT>(g, gs, lanes);
-  for (int64_t l = 0; l < n; ++l) {
-    const auto p = op.channel(c0 + l, channels);
-    acc_t dtheta[STAGES], domega[STAGES];
-    dxs[l] = lslu_backward<STAGES>(xs[l], gs[l], p.theta, p.omega, dtheta, domega);
-    LSLU_UNROLL
-    for (int s = 0; s < STAGES; ++s) {
-      lane_dtheta[s][l] = dtheta[s];
-      lane_domega[s][l] = domega[s];
-    }
-  }
-  store_lanes<COUNT>(dxs, dx, lanes);
-  for (int s = 0; s < STAGES; ++s) {
-    acc_t* dtheta_sum = sums.row[2 * s] + c0;
-    acc_t* domega_sum = sums.row[2 * s + 1] + c0;
-    for (int64_t l = 0; l < n; ++l) {
-      dtheta_sum[l] += lane_dtheta[s][l];
-      domega_sum[l] += lane_domega[s][l];
-    }
-  }
-}
-
-// Backward over one row of `channels` elements, one per channel, in tiles of kLanes
-// channels; the contributions go through local arrays, so that the loops are plain vector loops.
-template <int STAGES, typename scalar_t>
+// Backward over one row of `channels` elements, one per channel; adds each
+// channel's contributions to its entries of `sums`. Lanes of kLanes channels first
+// collect the contributions in local arrays, so that both loops are plain vector loops.
+template <int STAGES, typename scalar_t, typename acc_t = acc_type<scalar_t>>
 LSLU_CPU_INLINE void backward_channels(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t channels,
                                        const LsluOp<scalar_t, STAGES>& op,
                                        const PartialRows<LsluOp<scalar_t, STAGES>>& sums) {
-  const int64_t full = channels / kLanes * kLanes;
-  for (int64_t c0 = 0; c0 < full; c0 += kLanes) {
-    backward_channel_tile<kLanes>(x + c0, g + c0, dx + c0, kLanes, c0, channels, op, sums);
-  }
-  if (full < channels) {
-    backward_channel_tile<0>(x + full, g + full, dx + full, channels - full, full, channels, op, sums);
+  for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
+    const int64_t lanes = std::min(kLanes, channels - c0);
+    acc_t lane_dtheta[STAGES][kLanes], lane_domega[STAGES][kLanes];
+    for (int64_t l = 0; l < lanes; ++l) {
+      const auto p = op.channel(c0 + l, channels);
+      acc_t dtheta[STAGES], domega[STAGES];
+      dx[c0 + l] = from_acc<scalar_t>(
+          lslu_backward<STAGES>(to_acc(x[c0 + l]), to_acc(g[c0 + l]), p.theta, p.omega, dtheta, domega));
+      LSLU_UNROLL
+      for (int s = 0; s < STAGES; ++s) {
+        lane_dtheta[s][l] = dtheta[s];
+        lane_domega[s][l] = domega[s];
+      }
+    }
+    for (int s = 0; s < STAGES; ++s) {
+      acc_t* dtheta_sum = sums.row[2 * s] + c0;
+      acc_t* domega_sum = sums.row[2 * s + 1] + c0;
+      for (int64_t l = 0; l < lanes; ++l) {
+        dtheta_sum[l] += lane_dtheta[s][l];
+        domega_sum[l] += lane_domega[s][l];
+      }
+    }
   }
 }
 
