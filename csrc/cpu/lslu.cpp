@@ -88,7 +88,8 @@ LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t
 // channel's contributions to its entries of `sums`. Lanes of kLanes channels first
 // collect the contributions in local arrays, so that both loops are plain vector loops.
 template <int STAGES, typename scalar_t, typename acc_t = acc_type<scalar_t>>
-LSLU_CPU_INLINE void backward_channels(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t channels,
+LSLU_CPU_INLINE void backward_channels(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
+                                       scalar_t* __restrict__ dx, int64_t channels,
                                        const LsluOp<scalar_t, STAGES>& op,
                                        const PartialRows<LsluOp<scalar_t, STAGES>>& sums) {
   for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
