@@ -91,7 +91,8 @@ LSLU_CPU_INLINE void forward_row(const scalar_t* x, scalar_t* y, int64_t n, cons
 // consecutive channels; lane_far[l] notes far arguments (an OR into an array, not a
 // reduction, so that the loop vectorizes even when unrolled).
 template <int64_t COUNT, bool FAR, typename scalar_t, typename acc_t>
-LSLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t count, const ChannelRow<acc_t> p,
+LSLU_CPU_INLINE void forward_lanes(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t count,
+                                   const ChannelRow<acc_t> p,
                                    uint32_t (&lane_far)[kLanes]) {
   const int64_t n = COUNT > 0 ? COUNT : count;
   for (int64_t l = 0; l < n; ++l) {
@@ -127,7 +128,8 @@ LSLU_CPU_INLINE void forward_rows(const scalar_t* x, scalar_t* y, int64_t rows, 
 // OR into an array, not a reduction, so that the loop still vectorizes); the caller
 // redoes the work with FAR = true if any is noted: std::sin/std::cos for far arguments.
 template <int64_t COUNT, bool FAR, typename scalar_t, typename Params, typename acc_t>
-LSLU_CPU_INLINE void backward_lanes(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t count,
+LSLU_CPU_INLINE void backward_lanes(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
+                                    scalar_t* __restrict__ dx, int64_t count,
                                     const Params p, acc_t (&lane_dalpha)[kLanes], acc_t (&lane_dbeta)[kLanes],
                                     uint32_t (&lane_far)[kLanes]) {
   const int64_t n = COUNT > 0 ? COUNT : count;
