@@ -126,6 +126,24 @@ struct PartialRows {
   }
 };
 
+// A block of COUNT (at most kLanes; 0: `count`, known at run time) consecutive elements in
+// acc_t: loaded (converted) into a local array before an op's arithmetic and stored (rounded)
+// from one after it. As separate loops over pointers that alias nothing in the block, the
+// conversions vectorize at full width and the arithmetic between them stays in registers
+// (the rounding loop is kept rolled: the vectorizer turns its NaN branch into a select, which
+// the fully unrolled form would keep as 16 scalar branches).
+template <int64_t COUNT = kLanes, typename scalar_t, typename acc_t>
+LSLU_CPU_INLINE void load_lanes(const scalar_t* __restrict__ p, acc_t (&out)[kLanes], int64_t count = COUNT) {
+  const int64_t n = COUNT > 0 ? COUNT : count;
+  for (int64_t l = 0; l < n; ++l) out[l] = to_acc(p[l]);
+}
+template <int64_t COUNT = kLanes, typename scalar_t, typename acc_t>
+LSLU_CPU_INLINE void store_lanes(const acc_t (&in)[kLanes], scalar_t* __restrict__ p, int64_t count = COUNT) {
+  const int64_t n = COUNT > 0 ? COUNT : count;
+#pragma GCC unroll 1
+  for (int64_t l = 0; l < n; ++l) p[l] = from_acc<scalar_t>(in[l]);
+}
+
 // K sums per lane of kLanes; total(k) adds sum k's lanes in index order.
 template <typename acc_t, int K>
 struct LaneSums {

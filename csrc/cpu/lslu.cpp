@@ -29,8 +29,8 @@ LSLU_CPU_INLINE void forward_items(const KernelArgs& a, int64_t first, int64_t l
   if (a.inner > 1) {
     for_each_chunk(a, first, last, [&](int64_t offset, int64_t n, int64_t c) LSLU_CPU_LAMBDA {
       const auto p = op.channel(c, C);
-      const scalar_t* xr = x + offset;
-      scalar_t* yr = y + offset;
+      const scalar_t* __restrict__ xr = x + offset;
+      scalar_t* __restrict__ yr = y + offset;
       for (int64_t i = 0; i < n; ++i) {
         yr[i] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xr[i]), p.theta, p.omega));
       }
@@ -38,8 +38,8 @@ LSLU_CPU_INLINE void forward_items(const KernelArgs& a, int64_t first, int64_t l
   } else {
     // inner == 1: items are rows of C elements, one per channel.
     for (int64_t o = first; o < last; ++o) {
-      const scalar_t* xr = x + o * C;
-      scalar_t* yr = y + o * C;
+      const scalar_t* __restrict__ xr = x + o * C;
+      scalar_t* __restrict__ yr = y + o * C;
       for (int64_t c = 0; c < C; ++c) {
         const auto p = op.channel(c, C);
         yr[c] = from_acc<scalar_t>(lslu_forward<STAGES>(to_acc(xr[c]), p.theta, p.omega));
@@ -51,21 +51,25 @@ LSLU_CPU_INLINE void forward_items(const KernelArgs& a, int64_t first, int64_t l
 // Backward over `n` consecutive elements of channel c; adds that channel's parameter
 // gradient sums to its entries of `sums` (in a fixed order).
 template <int STAGES, typename scalar_t, typename acc_t = acc_type<scalar_t>>
-LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t n,
+LSLU_CPU_INLINE void backward_row(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
+                                  scalar_t* __restrict__ dx, int64_t n,
                                   const typename LsluOp<scalar_t, STAGES>::Channel p,
                                   const PartialRows<LsluOp<scalar_t, STAGES>>& sums, int64_t c) {
   LaneSums<acc_t, STAGES> lane_dtheta, lane_domega;
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
+    acc_t xs[kLanes], gs[kLanes], dxs[kLanes];
+    load_lanes(x + i, xs);
+    load_lanes(g + i, gs);
     for (int64_t l = 0; l < kLanes; ++l) {
       acc_t dtheta[STAGES], domega[STAGES];
-      dx[i + l] = from_acc<scalar_t>(
-          lslu_backward<STAGES>(to_acc(x[i + l]), to_acc(g[i + l]), p.theta, p.omega, dtheta, domega));
+      dxs[l] = lslu_backward<STAGES>(xs[l], gs[l], p.theta, p.omega, dtheta, domega);
       for (int s = 0; s < STAGES; ++s) {
         lane_dtheta.v[s][l] += dtheta[s];
         lane_domega.v[s][l] += domega[s];
       }
     }
+    store_lanes(dxs, dx + i);
   }
   for (int64_t l = 0; i < n; ++i, ++l) {  // the tail, one element per lane
     acc_t dtheta[STAGES], domega[STAGES];
@@ -85,7 +89,8 @@ LSLU_CPU_INLINE void backward_row(const scalar_t* x, const scalar_t* g, scalar_t
 // channel's contributions to its entries of `sums`. Lanes of kLanes channels first
 // collect the contributions in local arrays, so that both loops are plain vector loops.
 template <int STAGES, typename scalar_t, typename acc_t = acc_type<scalar_t>>
-LSLU_CPU_INLINE void backward_channels(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t channels,
+LSLU_CPU_INLINE void backward_channels(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
+                                       scalar_t* __restrict__ dx, int64_t channels,
                                        const LsluOp<scalar_t, STAGES>& op,
                                        const PartialRows<LsluOp<scalar_t, STAGES>>& sums) {
   for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {

@@ -91,7 +91,8 @@ LSLU_CPU_INLINE void forward_row(const scalar_t* x, scalar_t* y, int64_t n, cons
 // consecutive channels; lane_far[l] notes far arguments (an OR into an array, not a
 // reduction, so that the loop vectorizes even when unrolled).
 template <int64_t COUNT, bool FAR, typename scalar_t, typename acc_t>
-LSLU_CPU_INLINE void forward_lanes(const scalar_t* x, scalar_t* y, int64_t count, const ChannelRow<acc_t> p,
+LSLU_CPU_INLINE void forward_lanes(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t count,
+                                   const ChannelRow<acc_t> p,
                                    uint32_t (&lane_far)[kLanes]) {
   const int64_t n = COUNT > 0 ? COUNT : count;
   for (int64_t l = 0; l < n; ++l) {
@@ -127,12 +128,21 @@ LSLU_CPU_INLINE void forward_rows(const scalar_t* x, scalar_t* y, int64_t rows, 
 // OR into an array, not a reduction, so that the loop still vectorizes); the caller
 // redoes the work with FAR = true if any is noted: std::sin/std::cos for far arguments.
 template <int64_t COUNT, bool FAR, typename scalar_t, typename Params, typename acc_t>
-LSLU_CPU_INLINE void backward_lanes(const scalar_t* x, const scalar_t* g, scalar_t* dx, int64_t count,
+LSLU_CPU_INLINE void backward_lanes(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
+                                    scalar_t* __restrict__ dx, int64_t count,
                                     const Params p, acc_t (&lane_dalpha)[kLanes], acc_t (&lane_dbeta)[kLanes],
                                     uint32_t (&lane_far)[kLanes]) {
   const int64_t n = COUNT > 0 ? COUNT : count;
+  // Full blocks convert through local arrays (engine.h, load_lanes); a tail converts element by
+  // element as before: through the arrays, GCC contracts its sums into FMAs differently at the
+  // avx2 level, which would change results in the last bit.
+  acc_t xs[kLanes], gs[kLanes], dxs[kLanes];
+  if (COUNT > 0) {
+    load_lanes<COUNT>(x, xs);
+    load_lanes<COUNT>(g, gs);
+  }
   for (int64_t l = 0; l < n; ++l) {
-    const acc_t xl = to_acc(x[l]), gl = to_acc(g[l]);
+    const acc_t xl = COUNT > 0 ? xs[l] : to_acc(x[l]), gl = COUNT > 0 ? gs[l] : to_acc(g[l]);
     const acc_t v = p.beta(l) * xl;
     acc_t s, c, dalpha, dbeta;
     if (FAR && far_argument(v)) {
@@ -141,10 +151,16 @@ LSLU_CPU_INLINE void backward_lanes(const scalar_t* x, const scalar_t* g, scalar
       fast_sincos(v, s, c);
     }
     if (!FAR) lane_far[l] |= far_argument(v);
-    dx[l] = from_acc<scalar_t>(pvlu_backward_from_sincos(xl, gl, p.alpha(l), p.beta(l), s, c, dalpha, dbeta));
+    const acc_t dxl = pvlu_backward_from_sincos(xl, gl, p.alpha(l), p.beta(l), s, c, dalpha, dbeta);
+    if (COUNT > 0) {
+      dxs[l] = dxl;
+    } else {
+      dx[l] = from_acc<scalar_t>(dxl);
+    }
     lane_dalpha[l] += dalpha;
     lane_dbeta[l] += dbeta;
   }
+  if (COUNT > 0) store_lanes<COUNT>(dxs, dx);
 }
 
 // Backward over `n` consecutive elements of one channel; adds that channel's
