@@ -199,7 +199,7 @@ def plan(args, info: dict) -> list[Step]:
     # The fused full layer (issue 15) on the GPU: the Triton fused kernels against the unfused layer and a copy.
     layer = [PY, "benchmarks/layer.py", *(["--smoke", "--min-time", "0", "--out",
                                            str(bench_csv.with_name("layer-" + bench_csv.name))] if dry else
-                                          ["--device", "cuda", "--providers", "unfused", "copy", "--min-time", "0.1",
+                                          ["--device", "cuda", "--providers", "unfused", "copy", "--min-time", "0.05",
                                            "--save"])]
     steps += [
         # On a GPU the benchmark runs alone (it times); a dry run times nothing, so it runs beside the tests.
@@ -217,7 +217,7 @@ def plan(args, info: dict) -> list[Step]:
         Step("layer", layer, 60 if dry else 120,
              "the fused full layer's deploy forward and training step (Triton on a GPU) against the unfused layer "
              "and, in deploy form, a copy of x (the GPU target's bound), saved to layer-<device>.csv",
-             group="sanitizers" if dry else None, keep=0 if dry else 40,
+             group="sanitizers" if dry else None, keep=0 if dry else 40, gpu_only=not dry,
              env={"OMP_NUM_THREADS": "1"} if dry else {}),
         Step("plot", [PY, "benchmarks/plot.py", *([str(bench_csv), "--out-dir", str(out / "plots")] if dry else [])],
              20, "the plots of the results", keep=20),
@@ -415,15 +415,20 @@ def collect(check: Check):
         shutil.copy2(file, check.out / "results" / file.name)
     diff = subprocess.run(["git", "diff", "--", "README.md"], cwd=ROOT, capture_output=True, text=True)
     (check.out / "README.diff").write_text(diff.stdout if diff.returncode == 0 else f"git diff failed: {diff.stderr}")
-    rows, model_rows = [], []  # rows this run appended (the runners stamp each with its start time)
+    rows, model_rows, side_rows = [], [], []  # rows this run appended (the runners stamp each with its start time)
     for file in written:
         if file.suffix == ".csv":
             with file.open(newline="") as f:
                 new = [r for r in csv.DictReader(f) if r.get("timestamp", "") >= check.started_at]
-            (model_rows if file.name.startswith("models-") else rows).extend(new)
+            if file.name.startswith("models-"):
+                model_rows += new
+            elif file.name.startswith(("overhead-", "layer-")):  # the per-call overhead's, the full layer's
+                side_rows += new
+            else:
+                rows += new
     cases = len({(r["op"], r["dtype"], r["shape"], r["layout"]) for r in rows})
-    check.record(Result("collect", "pass", f"{len(rows)} benchmark rows ({cases} cases) and {len(model_rows)} "
-                        f"model-level rows from this run; copied "
+    check.record(Result("collect", "pass", f"{len(rows)} benchmark rows ({cases} cases), {len(model_rows)} "
+                        f"model-level rows and {len(side_rows)} overhead and full-layer rows from this run; copied "
                         f"{', '.join(f.name for f in written) or 'nothing'} to results/; README.diff "
                         f"{len(diff.stdout.splitlines())} lines", "copies of what the run wrote in the repository"))
 

@@ -13,11 +13,11 @@ Also run by ``benchmarks/run.py`` after its cases (``--no-layer`` skips it). Two
 Providers: ``fused`` (``lk.functional.lslu_dwconv`` / the layer on a backend with the fused kernels),
 ``unfused`` (``lk.lslu`` on that backend, then PyTorch's depthwise convolution and BN), ``eager``
 (the official layer's math in eager PyTorch: ``reference.lslu``, ``F.conv2d``, BN) and
-``torch.compile`` of it, and in deploy form a copy of x (reading x and writing y, the least the layer
-moves: the GPU target's bound). On a GPU the Triton fused kernels are timed (the CUDA C++ backend has none),
+``torch.compile`` of it, and on a GPU in deploy form a copy of x (reading x and writing y, the least the
+layer moves: the GPU target's bound). On a GPU the Triton fused kernels are timed (the CUDA C++ backend has none),
 x of about 100 MB. Each mode times its providers in turns (``run.measure_in_turns``), so the
-ratios hold on a busy machine; the issue's targets (CPU: fused over unfused; GPU: fused over the copy) get their verdicts, and the
-training step's bytes saved for backward are given per provider.
+ratios hold on a busy machine; the issue's targets (CPU: fused over unfused; GPU: fused over the copy) get
+their verdicts, and the training step's bytes saved for backward are given per provider.
 """
 
 import argparse
@@ -64,22 +64,23 @@ def _official(x, theta, omega, weight, bias, bn, backend):
     return y if bn is None else bn(y)
 
 
-def providers(backend: str):
-    """name -> (deploy forward(x, layer), training forward(x, layer)) for a layer of the training form."""
+def providers(backend: str, device_type: str = "cpu"):
+    """name -> (deploy forward(x, layer), training forward(x, layer) or None) for a layer of the training form."""
     def unfused_with(b):
         return (lambda x, deployed: _official(x, deployed.theta, deployed.omega, deployed.weight, deployed.bias, None, b),
                 lambda x, layer: _official(x, layer.theta, layer.omega, layer.weight, None, layer.bn, b))
 
     eager = unfused_with(None)
     compiled = tuple(torch.compile(f) for f in eager)
-    return {
+    out = {
         "fused": (lambda x, deployed: deployed(x), lambda x, layer: layer(x)),
         "unfused": unfused_with(backend),
         "eager": eager,
         "torch.compile": compiled,
-        # the least a deploy forward moves (read x, write y): the GPU target's bound; no training step
-        COPY: (lambda x, deployed: x.clone(), None),
     }
+    if device_type == "cuda":  # the least a deploy forward moves (read x, write y): the GPU target's bound
+        out[COPY] = (lambda x, deployed: x.clone(), None)
+    return out
 
 
 def _layers(N, C, H, W, S, backend, device):
@@ -126,7 +127,7 @@ def run(*, smoke: bool = False, min_time: float = 0.2, console=None, out: pathli
         shape = f"{N}x{C}x{H}x{W} S={S}"
         for mode in TARGETS:
             steps, saved = {}, {}
-            for name, (deploy_fn, train_fn) in providers(backend).items():
+            for name, (deploy_fn, train_fn) in providers(backend, device.type).items():
                 if only is not None and name not in (*only, "fused"):
                     continue
                 if mode == "training step" and train_fn is None:
@@ -212,8 +213,8 @@ def main(argv=None):
                         help="append to the committed benchmarks/results/layer-<device>.csv (unless --out)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: the Triton fused kernels on the GPU, x of about 100 MB, against a copy of x")
-    parser.add_argument("--providers", nargs="+", default=None,
-                        help="only these providers (and fused): unfused, eager, torch.compile, copy")
+    parser.add_argument("--providers", nargs="+", default=None, choices=("unfused", "eager", "torch.compile", "copy"),
+                        help="only these providers (and fused); copy: on a GPU")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     helpers = _run_module()

@@ -39,6 +39,8 @@ def _on_the_backends_device(request):
     backend = params.params.get("backend") if params is not None else None
     with torch.device(DEVICES.get(backend, "cpu")):
         yield
+
+
 GRAD_NAMES = ("x", "theta", "omega", "weight", "bias")
 
 
@@ -406,7 +408,8 @@ def test_layer_benchmark_smoke():
     torch._dynamo.reset()
     rows = layer_benchmark.run(smoke=True, min_time=0)
     assert {(r["mode"], r["provider"]) for r in rows} == {
-        (m, p) for m in layer_benchmark.TARGETS for p in ("fused", "unfused", "eager", "torch.compile")}
+        (m, p) for m in layer_benchmark.TARGETS for p in ("fused", "unfused", "eager", "torch.compile")}, \
+        "on the CPU: the four providers in both modes (the copy of x only on a GPU)"
     assert all(r["median_ms"] > 0 for r in rows)
     fused_step = next(r for r in rows if (r["mode"], r["provider"]) == ("training step", "fused"))
     assert fused_step["saved_mb"] <= fused_step["x_mb"] + fused_step["params_mb"] + 0.01

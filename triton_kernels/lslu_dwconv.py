@@ -165,7 +165,8 @@ def _lslu_dwconv_forward_kernel(
                              INT64, RUN_MULTIPLE_W, RUN_MULTIPLE_C)
     x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
     # The convolution's zero padding is of lslu(x): outside the image the activation is 0, not lslu(0).
-    a = tl.where(mask, lslu_series(x, THETA, OMEGA, c[:, None, None], c_mask[:, None, None], p_stride_s, p_stride_c, S), 0.0)
+    a = tl.where(mask, lslu_series(x, THETA, OMEGA, c[:, None, None], c_mask[:, None, None], p_stride_s, p_stride_c,
+                                   S), 0.0)
     acc = _convolve(a, WEIGHT, c, c_mask, False, S, PAD_W, BLOCK_C, OUT_H, OUT_W, HALO_H, HALO_W)
     if HAS_BIAS:
         acc += tl.load(BIAS + c, mask=c_mask, other=0.0).to(COMPUTE)[:, None, None]
