@@ -4,10 +4,11 @@
 // Forward reads x once and writes y once: each piece of work (one (n, c) plane of an NCHW tensor, or
 // one (n, block of LANES channels) plane of a channels-last one) applies the series to every input
 // element once, into a zero-padded thread-local buffer of (H + 2S) x (W + 2S) pixels of LANES values
-// in the compute type, then sums the taps over that buffer in tiles of 64 values that stay in vector
-// registers (every tap a shifted, contiguous read of the buffer). The conv output has the buffer's
-// row pitch W + 2S; its padding columns are computed and dropped, which keeps every tap one long
-// vector loop.
+// in the compute type, then sums the taps over that buffer in register blocks of 4 output rows by
+// up to 4 vectors (tap_block: each input vector loaded once per kernel column for all the block's
+// rows it feeds, that column's weights in registers). The conv output has the buffer's row pitch;
+// its padding columns (and rows up to whole blocks) are computed from zeros and dropped, which
+// keeps the blocks free of edge cases.
 //
 // Backward saves nothing from forward: it recomputes the series from x, takes dL/dr (r = lslu(x))
 // through the transposed convolution (the same taps over the padded grad_output, flipped), and
@@ -17,6 +18,7 @@
 // thread count changes nothing in the result.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../lslu.h"
@@ -27,6 +29,14 @@
 // The vectors below stay inside always-inline functions of one instruction-set level each: no
 // function passes them, so the ABI note GCC gives for them does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
+
+// The tap blocks' loops unrolled whole (up to 2 * 8 + 4 rows): LSLU_UNROLL's 16 leaves S = 8's
+// loops partly rolled, and GCC's code for that gave wrong sums (measured).
+#if defined(__clang__)
+#define LSLU_UNROLL_ALL _Pragma("unroll")
+#else
+#define LSLU_UNROLL_ALL _Pragma("GCC unroll 32")
+#endif
 
 namespace lslu_kernels {
 namespace {
@@ -75,7 +85,10 @@ struct Fused {
     int64_t offsets[kTaps];            // tap (ki, kj) reads the buffer at output pixel + ki * Wp + kj
     LSLU_CPU_INLINE Plane(int64_t height, int64_t width, int64_t count)
         : H(height), W(width), planes(count), Wp(STAGES + count * (width + STAGES)) {
-      pixels = (H + 2 * STAGES) * Wp + kTilePixels + 2 * STAGES;
+      // The tap blocks read up to blocked_rows() + 2S rows and one vector past a row; the tile sums
+      // of backward a tile past the out_pixels().
+      pixels = std::max((H + 2 * STAGES) * Wp + kTilePixels, (blocked_rows() + 2 * STAGES) * Wp + V::kLanes) +
+               2 * STAGES;
       for (int ki = 0; ki < K; ++ki) {
         for (int kj = 0; kj < K; ++kj) offsets[ki * K + kj] = ki * Wp + kj;
       }
@@ -84,6 +97,10 @@ struct Fused {
     LSLU_CPU_INLINE int64_t column(int64_t k) const { return k * (W + STAGES); }
     // Output pixels of the tap sums: rows of pitch Wp, rounded up to whole tiles.
     LSLU_CPU_INLINE int64_t out_pixels() const { return ceil_div(H * Wp, kTilePixels) * kTilePixels; }
+    // Rows of the tap blocks: H rounded up to whole blocks.
+    LSLU_CPU_INLINE int64_t blocked_rows() const { return ceil_div(H, int64_t(kBlockRows)) * kBlockRows; }
+    // Output pixels the tap sums write: whole blocks, one vector past the last row.
+    LSLU_CPU_INLINE int64_t tap_pixels() const { return std::max(out_pixels(), blocked_rows() * Wp + V::kLanes); }
   };
 
   // Planes per buffer: as many as keep one buffer within kBufferValues values, from the sizes alone
@@ -112,32 +129,84 @@ struct Fused {
     return a.channels_last ? ceil_div(a.channels, LANES) : a.channels;
   }
 
-  // out[q] = bias + sum_t w[t] * in[q + offsets[t]] (LANES values per pixel) for the out_pixels()
-  // output pixels q, by tiles of kTilePixels pixels summed in vector registers.
-  static LSLU_CPU_INLINE void taps(const Plane& p, const acc_t* in, const acc_t* w, const acc_t* bias,
-                                   acc_t* out) {
-    acc_t bias_tile[kTileValues];
-    for (int i = 0; i < kTileValues; ++i) bias_tile[i] = bias[i % LANES];
-    const int64_t n = p.out_pixels();
-    for (int64_t q0 = 0; q0 < n; q0 += kTilePixels) {
-      vec acc[kTileVectors];
-      LSLU_UNROLL
-      for (int v = 0; v < kTileVectors; ++v) acc[v] = V::load(bias_tile + v * V::kLanes);
-      for (int t = 0; t < kTaps; ++t) {
-        const acc_t* src = in + (q0 + p.offsets[t]) * LANES;
-        if (LANES == 1) {
-          const acc_t wt = w[t];
-          LSLU_UNROLL
-          for (int v = 0; v < kTileVectors; ++v) acc[v] += wt * V::load(src + v * V::kLanes);
-        } else {
-          LSLU_UNROLL
-          for (int v = 0; v < kTileVectors; ++v) {
-            acc[v] += V::load(w + t * LANES + (v * V::kLanes) % LANES) * V::load(src + v * V::kLanes);
+  // The tap sums in register blocks: kBlockRows output rows (pitch Wp) by T vectors of columns. Each
+  // input vector is loaded once per kernel column kj and feeds every output row of the block it
+  // reaches (row j takes it with kernel row i - j), with that column's K weights held in registers:
+  // per multiply-add a fraction of a load instead of one (the loads, many of them across cache
+  // lines, bound the one-tap-at-a-time loop). Each output sums bias, then the taps column by
+  // column (kj), each column's rows in order (ki): a fixed order, the same for every output.
+  static constexpr int kBlockRows = 4;
+  static constexpr int kBlockVectors = STAGES <= 3 ? 4 : 2;  // K weights + rows x vectors in 32 registers
+  static constexpr int kVectorsPerPixel = LANES > V::kLanes ? LANES / V::kLanes : 1;
+  static constexpr int kPixelsPerVector = LANES < V::kLanes ? V::kLanes / LANES : 1;
+  static_assert(kBlockVectors % kVectorsPerPixel == 0, "a block column holds whole pixels");
+
+  // The block of rows at flat value `q` (a row's start plus whole pixels), T vectors wide.
+  template <int T>
+  static LSLU_CPU_INLINE void tap_block(int64_t Wp, const acc_t* in, const acc_t* w, const acc_t* bias_tile,
+                                        acc_t* out, int64_t q) {
+    constexpr int R = kBlockRows, W = kVectorsPerPixel;
+    const int64_t row = Wp * LANES;
+    vec acc[R][T];
+    LSLU_UNROLL_ALL
+    for (int j = 0; j < R; ++j) {
+      LSLU_UNROLL_ALL
+      for (int v = 0; v < T; ++v) acc[j][v] = V::load(bias_tile + v * V::kLanes);
+    }
+    for (int kj = 0; kj < K; ++kj) {
+      vec wk[K][W];  // kernel column kj; W vectors per tap when a pixel spans W vectors
+      LSLU_UNROLL_ALL
+      for (int ki = 0; ki < K; ++ki) {
+        LSLU_UNROLL_ALL
+        for (int u = 0; u < W; ++u) {
+          if (LANES == 1) {
+            wk[ki][u] = vec{} + w[ki * K + kj];
+          } else {
+            wk[ki][u] = V::load(w + (ki * K + kj) * LANES + u * V::kLanes);
           }
         }
       }
-      LSLU_UNROLL
-      for (int v = 0; v < kTileVectors; ++v) V::store(out + q0 * LANES + v * V::kLanes, acc[v]);
+      const acc_t* src = in + q + kj * LANES;
+      LSLU_UNROLL_ALL
+      for (int v = 0; v < T; ++v) {
+        LSLU_UNROLL_ALL
+        for (int i = 0; i < R + K - 1; ++i) {
+          const vec xv = V::load(src + i * row + v * V::kLanes);
+          LSLU_UNROLL_ALL
+          for (int j = 0; j < R; ++j) {
+            if (i - j >= 0 && i - j < K) acc[j][v] += wk[i - j][v % W] * xv;
+          }
+        }
+      }
+    }
+    LSLU_UNROLL_ALL
+    for (int j = 0; j < R; ++j) {
+      LSLU_UNROLL_ALL
+      for (int v = 0; v < T; ++v) V::store(out + q + j * row + v * V::kLanes, acc[j][v]);
+    }
+  }
+
+  // out[q] = bias + sum_t w[t] * in[q + offsets[t]] (LANES values per pixel) for the output pixels
+  // q < blocked_rows() * Wp (rows past H and columns past Wp, up to whole vectors, are computed from
+  // the buffer's zeros and dropped).
+  static LSLU_CPU_INLINE void taps(const Plane& p, const acc_t* in, const acc_t* w, const acc_t* bias,
+                                   acc_t* out) {
+    constexpr int T = kBlockVectors;
+    acc_t bias_tile[4 * V::kLanes];  // the widest block the switch below names
+    for (int i = 0; i < 4 * V::kLanes; ++i) bias_tile[i] = bias[i % LANES];
+    const int64_t row_vectors = ceil_div(p.Wp * LANES, int64_t(V::kLanes));
+    for (int64_t h0 = 0; h0 < p.blocked_rows(); h0 += kBlockRows) {
+      const int64_t q0 = h0 * p.Wp * LANES;
+      int64_t c = 0;
+      for (; c + T <= row_vectors; c += T) tap_block<T>(p.Wp, in, w, bias_tile, out, q0 + c * V::kLanes);
+      const acc_t* b = bias_tile;
+      acc_t* o = out;
+      switch (row_vectors - c) {  // the row's last vectors (whole pixels: T and the row hold whole pixels)
+        case 1: tap_block<1>(p.Wp, in, w, b, o, q0 + c * V::kLanes); break;
+        case 2: tap_block<2>(p.Wp, in, w, b, o, q0 + c * V::kLanes); break;
+        case 3: tap_block<3>(p.Wp, in, w, b, o, q0 + c * V::kLanes); break;
+        default: break;
+      }
     }
   }
 
@@ -182,10 +251,23 @@ struct Fused {
   // Writes every value of buffer `buf` for the planes of batch entries n0, n0 + 1, ... of `block`:
   // value(v, lane) of each element v of `src` (in the compute type) at its place, 0 everywhere else
   // (padding, lanes past the real ones, slack), so a buffer holds nothing of its previous use.
+  // NCHW planes go through `plane` (H x W values): value() over a whole plane is one long vector
+  // loop, where a row of a small plane (W < a vector) would be a scalar one.
   template <typename Value>
   static LSLU_CPU_INLINE void fill(const Plane& p, const DwconvArgs& a, const scalar_t* src, int64_t n0,
-                                   int64_t block, acc_t* buf, Value&& value) {
+                                   int64_t block, acc_t* buf, acc_t* plane, Value&& value) {
     const int64_t row_values = p.Wp * LANES;
+    if (LANES == 1) {
+      std::fill(buf, buf + p.pixels, acc_t(0));
+      for (int64_t k = 0; k < p.planes; ++k) {
+        const scalar_t* in = src + place(a, n0 + k, block).base;
+        for (int64_t i = 0; i < p.H * p.W; ++i) plane[i] = value(to_acc(in[i]), 0);
+        for (int64_t h = 0; h < p.H; ++h) {
+          std::memcpy(buf + (h + STAGES) * row_values + STAGES + p.column(k), plane + h * p.W, p.W * sizeof(acc_t));
+        }
+      }
+      return;
+    }
     std::fill(buf, buf + STAGES * row_values, acc_t(0));
     for (int64_t h = 0; h < p.H; ++h) {
       acc_t* row = buf + (h + STAGES) * row_values;
@@ -194,13 +276,9 @@ struct Fused {
         const Place at = place(a, n0 + k, block);
         const scalar_t* in = src + at.base + h * at.row;
         acc_t* dst = row + (STAGES + p.column(k)) * LANES;
-        if (LANES == 1) {
-          for (int64_t w = 0; w < p.W; ++w) dst[w] = value(to_acc(in[w]), 0);
-        } else {
-          for (int64_t w = 0; w < p.W; ++w) {
-            for (int l = 0; l < at.lanes; ++l) dst[w * LANES + l] = value(to_acc(in[w * at.pixel + l]), l);
-            for (int l = at.lanes; l < LANES; ++l) dst[w * LANES + l] = acc_t(0);
-          }
+        for (int64_t w = 0; w < p.W; ++w) {
+          for (int l = 0; l < at.lanes; ++l) dst[w * LANES + l] = value(to_acc(in[w * at.pixel + l]), l);
+          for (int l = at.lanes; l < LANES; ++l) dst[w * LANES + l] = acc_t(0);
         }
         std::fill(dst + p.W * LANES, dst + (p.W + STAGES) * LANES, acc_t(0));
       }
@@ -225,7 +303,8 @@ struct Fused {
     const acc_t *weight = static_cast<const acc_t*>(a.weight), *bias_all = static_cast<const acc_t*>(a.bias);
     const int64_t group = group_planes(a), groups = ceil_div(a.batch, group);
     const Plane largest(a.height, a.width, group);
-    std::vector<acc_t> r(largest.pixels * LANES), out(largest.out_pixels() * LANES), w(kTaps * LANES);
+    std::vector<acc_t> r(largest.pixels * LANES), out(largest.tap_pixels() * LANES), w(kTaps * LANES),
+        plane(LANES == 1 ? a.height * a.width : 0);
     acc_t bias[LANES];
     for (int64_t item = first; item < last; ++item) {
       const int64_t block = item / groups, n0 = item % groups * group;
@@ -236,7 +315,7 @@ struct Fused {
         bias[l] = bias_all != nullptr && l < lanes.lanes ? bias_all[lanes.c0 + l] : acc_t(0);
       }
       load_weight(weight, lanes, false, w.data());
-      fill(p, a, x, n0, block, r.data(), [&](acc_t v, int l) LSLU_CPU_LAMBDA {
+      fill(p, a, x, n0, block, r.data(), plane.data(), [&](acc_t v, int l) LSLU_CPU_LAMBDA {
         acc_t th[STAGES], om[STAGES];
         pr.lane(l, th, om);
         return lslu_forward<STAGES>(v, th, om);
@@ -247,7 +326,9 @@ struct Fused {
         for (int64_t h = 0; h < p.H; ++h) {
           const acc_t* src = out.data() + (h * p.Wp + p.column(k)) * LANES;
           scalar_t* dst = y + at.base + h * at.row;
-          if (LANES == 1) {
+          if (LANES == 1 && std::is_same<scalar_t, acc_t>::value) {
+            std::memcpy(dst, src, p.W * sizeof(acc_t));  // W < a vector: a call, not a scalar loop
+          } else if (LANES == 1) {
             for (int64_t wi = 0; wi < p.W; ++wi) dst[wi] = from_acc<scalar_t>(src[wi]);
           } else {
             for (int64_t wi = 0; wi < p.W; ++wi) {
@@ -273,7 +354,7 @@ struct Fused {
     const int64_t group = group_planes(a);
     const Plane largest(a.height, a.width, group);
     std::vector<acc_t> r(largest.pixels * LANES), xs(largest.pixels * LANES), gp(largest.pixels * LANES),
-        gr(largest.out_pixels() * LANES), w(kTaps * LANES);
+        gr(largest.tap_pixels() * LANES), w(kTaps * LANES), plane(LANES == 1 ? a.height * a.width : 0);
     const acc_t zero[LANES] = {};
     acc_t dx_tile[kTileValues];
     // Sums per tile value (pixel of a tile, lane), added up over the tile's pixels at the end, in order.
@@ -285,13 +366,13 @@ struct Fused {
     const auto same = [](acc_t v, int) LSLU_CPU_LAMBDA { return v; };
     for (int64_t n0 = n_first; n0 < n_last; n0 += group) {
       const Plane p(a.height, a.width, std::min(group, n_last - n0));
-      fill(p, a, x, n0, block, r.data(), [&](acc_t v, int l) LSLU_CPU_LAMBDA {
+      fill(p, a, x, n0, block, r.data(), plane.data(), [&](acc_t v, int l) LSLU_CPU_LAMBDA {
         acc_t th[STAGES], om[STAGES];
         pr.lane(l, th, om);
         return lslu_forward<STAGES>(v, th, om);
       });
-      fill(p, a, x, n0, block, xs.data(), same);
-      fill(p, a, g, n0, block, gp.data(), same);
+      fill(p, a, x, n0, block, xs.data(), plane.data(), same);
+      fill(p, a, g, n0, block, gp.data(), plane.data(), same);
       // dL/dr: the transposed convolution, the flipped taps over the padded grad_output.
       taps(p, gp.data(), w.data(), zero, gr.data());
       // dL/dx and the series' sums, per element; lanes past the real ones have x = 0 and dL/dr = 0
