@@ -307,33 +307,16 @@ def rows(results: dict, meta: dict) -> list[dict]:
             for name in names(results) for mode in MODES]
 
 
-def report(device: torch.device, console, min_time: float = 0.5, cpp_floor: bool = True,
-           out=None, meta: dict | None = None) -> dict:
-    """Measures, prints the table, the notes and the verdicts on ``console`` (rich); returns the results,
-    appended to ``out`` (a CSV of :data:`FIELDS`, ``meta`` giving the device, versions and commit) if given."""
+def report(device: torch.device, console, min_time: float = 0.5, cpp_floor: bool = True) -> dict:
+    """Measures, prints the table, the notes and the verdicts on ``console`` (rich); returns the results
+    (:func:`rows` makes them the CSV rows that ``benchmarks/run.py`` saves)."""
     results, notes = measure(device, min_time, cpp_floor)
     console.print(table(results))
     for note in notes:
         console.print(f"  {note}", markup=False, highlight=False)
     for line in target_lines(results):
         console.print(line, markup=False, highlight=False)
-    if out is not None:
-        _run_module().append_rows(out, rows(results, meta), FIELDS)
-        console.print(f"appended {len(names(results)) * len(MODES)} rows to {out}")
     return results
-
-
-def _run_module():
-    """benchmarks/run.py (a script beside this file): its CSV writer and metadata."""
-    if "run" in sys.modules and hasattr(sys.modules["run"], "append_rows"):
-        return sys.modules["run"]
-    import importlib.util
-    import pathlib
-
-    spec = importlib.util.spec_from_file_location("lslu_benchmark_run", pathlib.Path(__file__).with_name("run.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv=None):

@@ -543,9 +543,12 @@ def main(argv=None):
     # The overhead and full-layer rows go to overhead-<name>.csv and layer-<name>.csv beside this run's file.
     beside = (lambda kind: path.with_name(f"{kind}-{path.name}")) if save else (lambda kind: None)
     if not args.no_overhead:  # 64-element calls against F.prelu and the registration mechanisms (issue 13)
-        _sibling("overhead").report(device, console, min_time=0.0 if sweep == "smoke" else 0.5,
-                                    cpp_floor=sweep != "smoke", out=beside("overhead"),
-                                    meta=run_metadata(device))
+        overhead = _sibling("overhead")
+        results = overhead.report(device, console, min_time=0.0 if sweep == "smoke" else 0.5,
+                                  cpp_floor=sweep != "smoke")
+        if save:
+            append_rows(beside("overhead"), overhead.rows(results, run_metadata(device)), overhead.FIELDS)
+            console.print(f"appended the per-call overhead's rows to {beside('overhead')}")
     if save:
         console.print(f"appended {len(rows)} rows to {path}")
     if device.type == "cpu" and args.ops is None and not args.no_layer:
