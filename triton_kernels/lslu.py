@@ -19,37 +19,41 @@ BACKWARD_MAX_REGISTERS = 96
 
 
 @triton.jit
-def lslu_stage(h, THETA, OMEGA, s, c, c_mask, p_stride_s, p_stride_c):
-    """h_{s+1} from h_s: the parameters of row ``s`` (a runtime or constant stage) loaded per channel.
-    ``c`` and ``c_mask`` are shaped to broadcast along the tile's channel axis (``c[None, :, None]`` for an
-    ``(outer, C, inner)`` tile, ``c[:, None, None]`` for the fused layer's ``(C, rows, cols)`` one)."""
+def lslu_stage(h, THETA, OMEGA, s, c, c_mask, p_stride_s, p_stride_c, CHANNEL_AXIS: tl.constexpr):
+    """h_{s+1} from h_s: the parameters of row ``s`` (a runtime or constant stage) loaded per channel, as
+    vectors (a load shaped like the tile would need a layout conversion through shared memory), then spread
+    along the tile's channel axis: 1 for an ``(outer, C, inner)`` tile, 0 for the fused layer's
+    ``(C, rows, cols)`` one."""
     theta = tl.load(THETA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(h.dtype)
     omega = tl.load(OMEGA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(h.dtype)
-    return theta * relu(h) + omega
+    if CHANNEL_AXIS == 0:
+        return theta[:, None, None] * relu(h) + omega[:, None, None]
+    else:
+        return theta[None, :, None] * relu(h) + omega[None, :, None]
 
 
 @triton.jit
-def lslu_series(x, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, S: tl.constexpr):
-    """lslu(x) on a tile (``c``, ``c_mask`` as for :func:`lslu_stage`): S rounds of relu then affine, then relu."""
+def lslu_series(x, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, S: tl.constexpr, CHANNEL_AXIS: tl.constexpr):
+    """lslu(x) on a tile (channel axis as for :func:`lslu_stage`): S rounds of relu then affine, then relu."""
     h = x
     for s in tl.static_range(S):
-        h = lslu_stage(h, THETA, OMEGA, s, c, c_mask, p_stride_s, p_stride_c)
+        h = lslu_stage(h, THETA, OMEGA, s, c, c_mask, p_stride_s, p_stride_c, CHANNEL_AXIS)
     return relu(h)
 
 
 @triton.jit
 def lslu_series_backward(x, g, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, n_stages, stage, dtheta, domega,
-                         OTHER_AXIS: tl.constexpr):
+                         CHANNEL_AXIS: tl.constexpr):
     """dL/dx of y = lslu(x) on a tile given g = dL/dy, and the running per-stage sums ``dtheta``/``domega``
     (``[S_POW2, BLOCK_C]``, row ``s`` for stage ``s``; ``stage`` is ``arange(0, S_POW2)``) with this tile's
-    added: sums over axis 2, then over ``OTHER_AXIS``, the tile's non-channel axis (masked lanes need g = 0).
+    added: sums over axis 2, then over the tile's other non-channel axis (masked lanes need g = 0).
 
     The stages run in loops over the runtime n_stages, not unrolled: each h_s is recomputed from x when it is
     needed (S(S+1)/2 stage evaluations), so registers hold x, g, e and one h whatever S is (unrolled, the
     compiler keeps every h_s of the series live)."""
     h = x
     for s in range(0, n_stages):
-        h = lslu_stage(h, THETA, OMEGA, s, c, c_mask, p_stride_s, p_stride_c)
+        h = lslu_stage(h, THETA, OMEGA, s, c, c_mask, p_stride_s, p_stride_c, CHANNEL_AXIS)
     # e = dL/dh_s, from s = S down to 0. "h <= 0 gives 0" rather than "h > 0 passes": relu'(0) = 0 either
     # way, and a NaN h passes the gradient on, as torch.relu's backward does.
     e = tl.where(h <= 0, 0.0, g)
@@ -57,13 +61,16 @@ def lslu_series_backward(x, g, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, 
         s = n_stages - 1 - j  # parameter row of stage s + 1
         h_prev = x
         for k in range(0, s):
-            h_prev = lslu_stage(h_prev, THETA, OMEGA, k, c, c_mask, p_stride_s, p_stride_c)
-        dtheta_s = tl.sum(tl.sum(e * relu(h_prev), axis=2), axis=OTHER_AXIS)
-        domega_s = tl.sum(tl.sum(e, axis=2), axis=OTHER_AXIS)
+            h_prev = lslu_stage(h_prev, THETA, OMEGA, k, c, c_mask, p_stride_s, p_stride_c, CHANNEL_AXIS)
+        dtheta_s = tl.sum(tl.sum(e * relu(h_prev), axis=2), axis=1 - CHANNEL_AXIS)
+        domega_s = tl.sum(tl.sum(e, axis=2), axis=1 - CHANNEL_AXIS)
         dtheta += tl.where(stage[:, None] == s, dtheta_s[None, :], 0.0)
         domega += tl.where(stage[:, None] == s, domega_s[None, :], 0.0)
         theta = tl.load(THETA + s * p_stride_s + c * p_stride_c, mask=c_mask, other=0.0).to(e.dtype)
-        e = tl.where(h_prev <= 0, 0.0, e * theta)
+        if CHANNEL_AXIS == 0:
+            e = tl.where(h_prev <= 0, 0.0, e * theta[:, None, None])
+        else:
+            e = tl.where(h_prev <= 0, 0.0, e * theta[None, :, None])
     return e, dtheta, domega
 
 
@@ -77,7 +84,7 @@ def _lslu_forward_kernel(X, Y, THETA, OMEGA, outer, C, inner, n_i_blocks, n_tile
                                     BLOCK_O, BLOCK_C, BLOCK_I, INT64,
                                     RUN_MULTIPLE_C, RUN_MULTIPLE_I)
     x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
-    y = lslu_series(x, THETA, OMEGA, c[None, :, None], (c < C)[None, :, None], p_stride_s, p_stride_c, S)
+    y = lslu_series(x, THETA, OMEGA, c, c < C, p_stride_s, p_stride_c, S, 1)
     tl.store(Y + offsets, y.to(Y.dtype.element_ty), mask=mask)
 
 
@@ -102,8 +109,8 @@ def _lslu_backward_kernel(X, DY, DX, THETA, OMEGA, DTHETA_PARTIAL, DOMEGA_PARTIA
         x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
         g = tl.load(DY + offsets, mask=mask, other=0.0).to(COMPUTE)
         # Masked lanes have g = 0 and add nothing to the sums.
-        e, dtheta, domega = lslu_series_backward(x, g, THETA, OMEGA, c[None, :, None], c_mask[None, :, None],
-                                                 p_stride_s, p_stride_c, n_stages, stage, dtheta, domega, 0)
+        e, dtheta, domega = lslu_series_backward(x, g, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, n_stages,
+                                                 stage, dtheta, domega, 1)
         tl.store(DX + offsets, e.to(DX.dtype.element_ty), mask=mask)
     partial = program * n_stages * C + stage[:, None] * C + c[None, :]
     partial_mask = (stage < n_stages)[:, None] & c_mask[None, :]

@@ -165,8 +165,7 @@ def _lslu_dwconv_forward_kernel(
                              INT64, RUN_MULTIPLE_W, RUN_MULTIPLE_C)
     x = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
     # The convolution's zero padding is of lslu(x): outside the image the activation is 0, not lslu(0).
-    a = tl.where(mask, lslu_series(x, THETA, OMEGA, c[:, None, None], c_mask[:, None, None], p_stride_s, p_stride_c,
-                                   S), 0.0)
+    a = tl.where(mask, lslu_series(x, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, S, 0), 0.0)
     acc = _convolve(a, WEIGHT, c, c_mask, False, S, PAD_W, BLOCK_C, OUT_H, OUT_W, HALO_H, HALO_W)
     if HAS_BIAS:
         acc += tl.load(BIAS + c, mask=c_mask, other=0.0).to(COMPUTE)[:, None, None]
@@ -202,8 +201,7 @@ def _lslu_dwconv_backward_kernel(
 
     # grad_weight[c, ky, kx] = sum over the tile of g * a shifted by (ky - S, kx - S), a = lslu(x) on the halo.
     x_halo = tl.load(X + halo_offsets, mask=halo_mask, other=0.0).to(COMPUTE)
-    a = tl.where(halo_mask, lslu_series(x_halo, THETA, OMEGA, c[:, None, None], c_mask[:, None, None], p_stride_s,
-                                      p_stride_c, S), 0.0)
+    a = tl.where(halo_mask, lslu_series(x_halo, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, S, 0), 0.0)
     for ky in range(0, K):
         rows_a = _shift_rows(a, ky, BLOCK_C, OUT_H, HALO_H, HALO_W)
         for kx in tl.static_range(K):
@@ -222,8 +220,8 @@ def _lslu_dwconv_backward_kernel(
     stage = tl.arange(0, S_POW2)
     dtheta = tl.zeros([S_POW2, BLOCK_C], dtype=COMPUTE)
     domega = tl.zeros([S_POW2, BLOCK_C], dtype=COMPUTE)
-    e, dtheta, domega = lslu_series_backward(x, da, THETA, OMEGA, c[:, None, None], c_mask[:, None, None],
-                                             p_stride_s, p_stride_c, n_stages, stage, dtheta, domega, 1)
+    e, dtheta, domega = lslu_series_backward(x, da, THETA, OMEGA, c, c_mask, p_stride_s, p_stride_c, n_stages,
+                                             stage, dtheta, domega, 0)
     tl.store(DX + offsets, e.to(DX.dtype.element_ty), mask=mask)
     partial = partial_row * (n_stages * C) + stage[:, None] * C + c[None, :]
     partial_mask = (stage < n_stages)[:, None] & c_mask[None, :]
