@@ -151,8 +151,18 @@ def _extensions():
     return extensions
 
 
+def _stale(obj: str, src: str) -> bool:
+    """Whether a C++ source needs compiling again: its object is missing or older than it or a shared header
+    (a rebuild after editing one kernel compiles that one). bindings.cpp always: both extensions compile it,
+    with different macros, to the same object."""
+    if src.endswith("bindings.cpp") or not os.path.exists(obj):
+        return True
+    built = os.stat(obj).st_mtime
+    return any(os.stat(ROOT / path).st_mtime > built for path in (src, *_headers()))
+
+
 # The C++ sources of one extension compile in parallel, one job per core (LSLU_KERNELS_BUILD_JOBS to change).
-ParallelCompile("LSLU_KERNELS_BUILD_JOBS", default=0).install()
+ParallelCompile("LSLU_KERNELS_BUILD_JOBS", default=0, needs_recompile=_stale).install()
 
 setup(
     packages=["lslu_kernels", "lslu_kernels.cpp_kernels", "lslu_kernels.triton_kernels"],
