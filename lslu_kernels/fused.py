@@ -29,7 +29,6 @@ import pathlib
 
 import torch
 import torch.nn.functional as F
-from torch.utils import _python_dispatch
 
 from . import _backends, _dispatch, _layout, reference, registry
 from ._numerics import compute_dtype
@@ -155,21 +154,14 @@ _dispatch.refuse_double_backward(NAME, backward_op)
 
 def _direct(*tensors) -> bool:
     """Whether the host functions may run without the custom ops' dispatch, which costs about 75 us a call
-    (measured on the 2-core CPU machine: a sixth of a small layer's deploy forward): in eager mode (not
-    while torch.compile traces, no dispatch or function mode), on plain tensors, with no gradient to
-    record (the ops' autograd is then not needed)."""
-    if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
-        return False
-    if _python_dispatch._get_current_dispatch_mode() is not None:
+    (measured on the 2-core CPU machine: a sixth of a small layer's deploy forward): when nothing traces or
+    transforms the call (``_dispatch._eager``, as the activations' fast path), on plain tensors, with no
+    gradient to record (the ops' autograd is then not needed)."""
+    if not _dispatch._eager():
         return False
     grad = torch.is_grad_enabled()
-    for t in tensors:
-        if t is not None and (type(t) not in _PLAIN or (grad and t.requires_grad)):
-            return False
-    return True
-
-
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
+    return all(t is None or (type(t) in _dispatch._PLAIN_TENSORS and not (grad and t.requires_grad))
+               for t in tensors)
 
 
 def _fused_forward(x, theta, omega, weight, bias, backend):
