@@ -327,7 +327,8 @@ struct Fused {
   // Buffer `buf` for the planes of batch entries n0, n0 + 1, ... of `block`: value(v, lane) of each
   // element v of `src` (in the compute type) at its place, 0 everywhere else (padding, lanes past the
   // real ones, slack). NCHW planes: the zeros are written only when `zeroed` is false (the buffer's
-  // last use had another layout, p.Wp), as they stay at the same places from one use to the next;
+  // last use had another plane count: the pitch alone does not tell, as whole vectors can hold one
+  // more plane, whose values would stay), as they stay at the same places from one use to the next;
   // the planes go through `plane` (H x W values): value() over a whole plane is one long vector
   // loop, where a row of a small plane (W < a vector) would be a scalar one. Channels-last planes:
   // every value is written.
@@ -393,12 +394,12 @@ struct Fused {
     std::vector<acc_t> r(largest.pixels * LANES), out(largest.tap_pixels() * LANES), w(kTaps * LANES),
         plane(LANES == 1 ? a.height * a.width : 0);
     acc_t bias[LANES];
-    int64_t zeroed_Wp = 0;  // the layout whose zeros buffer r holds (0: none yet)
+    int64_t zeroed_planes = 0;  // the plane count of the layout whose zeros buffer r holds (0: none yet)
     for (int64_t item = first; item < last; ++item) {
       const int64_t block = item / groups, n0 = item % groups * group;
       const Plane p(a.height, a.width, std::min(group, a.batch - n0));
-      const bool zeroed = p.Wp == zeroed_Wp;
-      zeroed_Wp = p.Wp;
+      const bool zeroed = p.planes == zeroed_planes;
+      zeroed_planes = p.planes;
       const Place lanes = place(a, 0, block);
       const Params pr(theta, omega, a.channels, lanes);
       for (int l = 0; l < LANES; ++l) {
@@ -450,7 +451,7 @@ struct Fused {
     // Sums per tile value (pixel of a tile, lane), added up over the tile's pixels at the end, in order.
     std::vector<acc_t> dw_sum(kTaps * kAccValues), db_sum(kAccValues);
     std::vector<acc_t> dth_sum(STAGES * kTileValues), dom_sum(STAGES * kTileValues);
-    int64_t zeroed_Wp = 0;  // the layout whose zeros the buffers hold (0: none yet)
+    int64_t zeroed_planes = 0;  // the plane count of the layout whose zeros the buffers hold (0: none yet)
     for (int64_t item = first; item < last; ++item) {
       const int64_t part = item / nblocks, block = item % nblocks;
       int64_t n_first, n_last;
@@ -462,8 +463,8 @@ struct Fused {
       const Same same;
       for (int64_t n0 = n_first; n0 < n_last; n0 += group) {
         const Plane p(a.height, a.width, std::min(group, n_last - n0));
-        const bool zeroed = p.Wp == zeroed_Wp;
-        zeroed_Wp = p.Wp;
+        const bool zeroed = p.planes == zeroed_planes;
+        zeroed_planes = p.planes;
         fill(p, a, x, n0, block, r.data(), plane.data(), zeroed, [&](acc_t v, int l) LSLU_CPU_LAMBDA {
           acc_t th[STAGES], om[STAGES];
           pr.lane(l, th, om);
